@@ -1,0 +1,26 @@
+//! In-memory [`MessageRepository`] and [`MessageBus`]: the embedded default of a single
+//! instance and the test double of every other crate. Data is lost when the process exits.
+//!
+//! Several server instances in one process can share one bus and one repository (clone the
+//! `Arc`), which is how the tests prove the bus port is the seam between instances.
+#![forbid(unsafe_code)]
+
+mod bus;
+mod repository;
+
+pub use bus::InMemoryBus;
+pub use repository::InMemoryRepository;
+
+#[cfg(test)]
+mod contract {
+    use std::sync::Arc;
+
+    use chat_domain::{MessageBus, MessageRepository};
+
+    use crate::{InMemoryBus, InMemoryRepository};
+
+    chat_domain::repository_contract_tests!(async {
+        Arc::new(InMemoryRepository::new()) as Arc<dyn MessageRepository>
+    });
+    chat_domain::bus_contract_tests!(async { Arc::new(InMemoryBus::new()) as Arc<dyn MessageBus> });
+}

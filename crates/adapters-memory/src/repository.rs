@@ -1,0 +1,137 @@
+//! A `MessageRepository` in a mutex-guarded map. Every append takes the lock, so `seq` is
+//! assigned without holes even under concurrent senders.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chat_domain::{
+    ChatMessage, HistoryQuery, MessageId, MessageRepository, NewChatMessage, RepositoryError, Room,
+    RoomId, RoomName, Seq,
+};
+use chrono::Utc;
+
+#[derive(Debug, Default)]
+struct State {
+    rooms: BTreeMap<RoomId, RoomState>,
+    last_room_id: i64,
+    last_message_id: i64,
+}
+
+#[derive(Debug)]
+struct RoomState {
+    room: Room,
+    /// Index `i` holds seq `i + 1`.
+    messages: Vec<ChatMessage>,
+}
+
+/// The in-memory repository. Cheap to create; share it with `Arc`.
+#[derive(Debug, Default)]
+pub struct InMemoryRepository {
+    state: Mutex<State>,
+}
+
+impl InMemoryRepository {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than stopping the whole server would, so keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl MessageRepository for InMemoryRepository {
+    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError> {
+        let mut state = self.state();
+        state.last_room_id += 1;
+        let room = Room {
+            id: RoomId(state.last_room_id),
+            name: name.as_str().to_owned(),
+            created_at: Utc::now(),
+            last_seq: Seq(0),
+        };
+        state.rooms.insert(
+            room.id,
+            RoomState {
+                room: room.clone(),
+                messages: Vec::new(),
+            },
+        );
+        Ok(room)
+    }
+
+    async fn find_room(&self, id: RoomId) -> Result<Option<Room>, RepositoryError> {
+        Ok(self.state().rooms.get(&id).map(|r| r.room.clone()))
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError> {
+        Ok(self
+            .state()
+            .rooms
+            .values()
+            .map(|r| r.room.clone())
+            .collect())
+    }
+
+    async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError> {
+        let mut state = self.state();
+        let id = MessageId(state.last_message_id + 1);
+        let room = state
+            .rooms
+            .get_mut(&message.room_id)
+            .ok_or(RepositoryError::UnknownRoom(message.room_id))?;
+        let seq = room.room.last_seq.next();
+        let stored = ChatMessage {
+            id,
+            room_id: message.room_id,
+            seq,
+            sender_id: message.sender_id,
+            sender_nickname: message.sender_nickname.into_inner(),
+            content: message.content.into_inner(),
+            message_type: message.message_type,
+            created_at: Utc::now(),
+        };
+        room.room.last_seq = seq;
+        room.messages.push(stored.clone());
+        state.last_message_id = id.0;
+        Ok(stored)
+    }
+
+    async fn history(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<Vec<ChatMessage>, RepositoryError> {
+        let state = self.state();
+        let messages = &state
+            .rooms
+            .get(&room)
+            .ok_or(RepositoryError::UnknownRoom(room))?
+            .messages;
+        // seq s lives at index s - 1, so the keyset bounds are plain index arithmetic.
+        let index = |seq: Seq| usize::try_from(seq.0).unwrap_or(0).min(messages.len());
+        let lower = query.after.map_or(0, index);
+        let upper = query
+            .before
+            .map_or(messages.len(), |b| index(Seq(b.0 - 1)))
+            .max(lower);
+        let limit = query.limit.get() as usize;
+        let page = if query.after.is_some() {
+            &messages[lower..upper.min(lower + limit)]
+        } else {
+            &messages[upper.saturating_sub(limit).max(lower)..upper]
+        };
+        Ok(page.to_vec())
+    }
+
+    async fn check_health(&self) -> Result<(), RepositoryError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! The domain's errors: what a caller did wrong ([`ValidationError`]) and what a use case
+//! could not do ([`ChatError`]). Each carries a stable `code` that clients can switch on.
+
+use thiserror::Error;
+
+use crate::{BusError, RepositoryError, RoomId};
+
+/// A request that breaks the contract of spec §3. Nothing is stored or published.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ValidationError {
+    #[error("the body is not valid JSON for this request: {0}")]
+    InvalidJson(String),
+    #[error("the field `{0}` is required")]
+    MissingField(&'static str),
+    #[error("senderNickname must be 1 to {max} characters, got {actual}")]
+    InvalidNickname { max: usize, actual: usize },
+    #[error("content is empty after trimming white space")]
+    EmptyContent,
+    #[error("content must be at most {max} characters after trimming, got {actual}")]
+    ContentTooLong { max: usize, actual: usize },
+    #[error("room name must be 1 to {max} characters after trimming, got {actual}")]
+    InvalidRoomName { max: usize, actual: usize },
+    #[error("limit must be between 1 and {max}, got {actual}")]
+    InvalidLimit { max: u32, actual: i64 },
+    #[error("afterSeq and beforeSeq must not be negative")]
+    NegativeSeq,
+}
+
+impl ValidationError {
+    /// Stable machine-readable code, sent to clients in error bodies.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "INVALID_JSON",
+            Self::MissingField(_) => "MISSING_FIELD",
+            Self::InvalidNickname { .. } => "INVALID_NICKNAME",
+            Self::EmptyContent => "EMPTY_CONTENT",
+            Self::ContentTooLong { .. } => "CONTENT_TOO_LONG",
+            Self::InvalidRoomName { .. } => "INVALID_ROOM_NAME",
+            Self::InvalidLimit { .. } | Self::NegativeSeq => "INVALID_PAGINATION",
+        }
+    }
+}
+
+/// Why a use case of [`crate::ChatService`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("chat room {0} does not exist; create it first with POST /api/chatrooms")]
+    UnknownRoom(RoomId),
+    #[error("the message store is unavailable, nothing was stored; retry later ({0})")]
+    StoreUnavailable(String),
+    #[error("the message bus is unavailable ({0})")]
+    BusUnavailable(String),
+}
+
+impl ChatError {
+    /// Stable machine-readable code, sent to clients in error bodies.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(v) => v.code(),
+            Self::UnknownRoom(_) => "UNKNOWN_ROOM",
+            Self::StoreUnavailable(_) => "STORE_UNAVAILABLE",
+            Self::BusUnavailable(_) => "BUS_UNAVAILABLE",
+        }
+    }
+}
+
+impl From<RepositoryError> for ChatError {
+    fn from(error: RepositoryError) -> Self {
+        match error {
+            RepositoryError::UnknownRoom(room) => Self::UnknownRoom(room),
+            RepositoryError::Unavailable(why) => Self::StoreUnavailable(why),
+        }
+    }
+}
+
+impl From<BusError> for ChatError {
+    fn from(error: BusError) -> Self {
+        Self::BusUnavailable(error.to_string())
+    }
+}

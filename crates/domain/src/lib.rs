@@ -1,0 +1,31 @@
+//! Pure core of chat-service: what a chat message and a room are, how requests are validated,
+//! the ports the outside world plugs into, and the use-case service that ties them together.
+//!
+//! Other Rust services embed this crate, so it carries no runtime, no I/O and no framework
+//! types: adapters (memory, PostgreSQL, Redis) implement [`MessageRepository`] and
+//! [`MessageBus`]; the server wires them to STOMP and REST.
+#![forbid(unsafe_code)]
+
+mod error;
+mod ids;
+mod message;
+mod ports;
+mod publish;
+mod room;
+mod sequencer;
+mod service;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{ChatError, ValidationError};
+pub use ids::{MessageId, RoomId, SenderId, Seq};
+pub use message::{
+    ChatMessage, ChatMessageRequest, MessageContent, MessageType, NewChatMessage, SenderNickname,
+};
+pub use ports::{BusError, BusEvent, BusEvents, MessageBus, MessageRepository, RepositoryError};
+#[cfg(any(test, feature = "mocks"))]
+pub use ports::{MockMessageBus, MockMessageRepository};
+pub use publish::{BusPayloadError, ChatMessagePublish};
+pub use room::{HistoryLimit, HistoryQuery, Room, RoomName};
+pub use sequencer::{RoomSequencer, SequenceDecision};
+pub use service::{ChatService, SentMessage};

@@ -1,0 +1,124 @@
+//! The ports: what the core needs from a message store and a message bus. Adapters implement
+//! them; the memory adapter is the embedded default and the test double.
+//!
+//! The traits use `async-trait` so they stay dyn-compatible (`Arc<dyn MessageBus>`) and
+//! mockable with mockall.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures_core::Stream;
+use thiserror::Error;
+
+use crate::{
+    ChatMessage, ChatMessagePublish, HistoryQuery, NewChatMessage, Room, RoomId, RoomName,
+};
+
+/// What a [`MessageRepository`] can fail with. Adapters map driver errors into these at
+/// their boundary; nothing above an adapter sees a driver type.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RepositoryError {
+    /// The room does not exist.
+    #[error("chat room {0} does not exist")]
+    UnknownRoom(RoomId),
+    /// The store cannot be reached or refused the operation; the operation had no effect
+    /// and may be retried.
+    #[error("message store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Durable storage of rooms and messages.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait MessageRepository: Send + Sync + 'static {
+    /// Creates a room with `last_seq` 0.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when the store cannot be reached.
+    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError>;
+
+    /// Looks a room up; `Ok(None)` when it does not exist.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when the store cannot be reached.
+    async fn find_room(&self, id: RoomId) -> Result<Option<Room>, RepositoryError>;
+
+    /// All rooms, by ascending id.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when the store cannot be reached.
+    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError>;
+
+    /// Durably stores a message and returns it with its id, its `seq` (the room's previous
+    /// `last_seq` + 1, never a hole, never a duplicate, also across processes) and its
+    /// creation time. When this returns `Ok`, the message survives a crash.
+    ///
+    /// # Errors
+    /// [`RepositoryError::UnknownRoom`] when the room does not exist;
+    /// [`RepositoryError::Unavailable`] when the store cannot be reached — then nothing was
+    /// stored and no seq was used.
+    async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError>;
+
+    /// One page of a room's messages, in ascending `seq` order (see [`HistoryQuery`]).
+    ///
+    /// # Errors
+    /// [`RepositoryError::UnknownRoom`] when the room does not exist;
+    /// [`RepositoryError::Unavailable`] when the store cannot be reached.
+    async fn history(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<Vec<ChatMessage>, RepositoryError>;
+
+    /// Succeeds when the store can serve requests right now (for `/health/ready`).
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] saying why not.
+    async fn check_health(&self) -> Result<(), RepositoryError>;
+}
+
+/// What a [`MessageBus`] can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BusError {
+    /// The bus cannot be reached; a publish may not have reached other instances.
+    #[error("message bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a bus subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// A message published by any instance, this one included.
+    Message(ChatMessagePublish),
+    /// The subscription was interrupted (reconnect, lag, overflow): messages may have been
+    /// missed. The receiver must backfill from the repository before trusting new ones.
+    MayHaveMissedMessages,
+}
+
+/// The stream of a subscription. It ends only when the bus shuts down.
+pub type BusEvents = Pin<Box<dyn Stream<Item = BusEvent> + Send>>;
+
+/// Fan-out of stored messages to every server instance.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait MessageBus: Send + Sync + 'static {
+    /// Publishes a stored message to every instance's subscription, this one included.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when it could not be handed to the bus. Delivery is not
+    /// guaranteed even on `Ok`: receivers detect gaps by `seq` and backfill.
+    async fn publish(&self, message: &ChatMessagePublish) -> Result<(), BusError>;
+
+    /// Opens a subscription that receives everything published from now on.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the bus cannot be reached.
+    async fn subscribe(&self) -> Result<BusEvents, BusError>;
+
+    /// Succeeds when both publishing and the subscription work right now (for
+    /// `/health/ready`: a bus that publishes while its subscriber is dead is not healthy).
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] saying why not.
+    async fn check_health(&self) -> Result<(), BusError>;
+}

@@ -1,0 +1,205 @@
+//! `ChatMessagePublish`: the JSON that goes on the bus and in every STOMP MESSAGE body, and
+//! the lenient decoder that also accepts what the original Spring service puts on Redis, so
+//! Java and Rust replicas can share one channel during a migration.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+use crate::{ChatMessage, MessageId, MessageType, RoomId, SenderId, Seq};
+
+/// A stored message as published to other instances and delivered to clients.
+///
+/// `seq` is `None` only for messages that came from a Spring publisher, which has no seq;
+/// those are delivered as they come, outside the gap detection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessagePublish {
+    pub chat_room_id: RoomId,
+    pub message_id: MessageId,
+    pub sender_id: SenderId,
+    pub sender_nickname: String,
+    pub content: String,
+    #[serde(default)]
+    pub message_type: MessageType,
+    #[serde(
+        serialize_with = "write_created_at",
+        deserialize_with = "read_created_at"
+    )]
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<Seq>,
+}
+
+/// Why a bus payload could not be turned into a [`ChatMessagePublish`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BusPayloadError {
+    #[error("bus payload is not a ChatMessagePublish: {0}")]
+    NotAMessage(String),
+}
+
+impl ChatMessagePublish {
+    /// The canonical JSON (camelCase, `createdAt` as RFC 3339 UTC with milliseconds).
+    #[must_use]
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain strings, integers and a timestamp cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a payload from the bus: our own JSON, or what a Spring publisher sends —
+    /// `createdAt` as a local date-time (taken as UTC) or a Jackson date array, no `seq`,
+    /// extra properties such as `@class`, and the whole object encoded a second time as a
+    /// JSON string (`RedisTemplate.convertAndSend(topic, json)` with the Jackson serializer).
+    ///
+    /// # Errors
+    /// [`BusPayloadError::NotAMessage`] for anything else; the caller logs and counts it.
+    pub fn from_bus_payload(payload: &[u8]) -> Result<Self, BusPayloadError> {
+        let value: serde_json::Value = serde_json::from_slice(payload)
+            .map_err(|e| BusPayloadError::NotAMessage(e.to_string()))?;
+        let value = match value {
+            serde_json::Value::String(inner) => serde_json::from_str(&inner)
+                .map_err(|e| BusPayloadError::NotAMessage(format!("inner JSON string: {e}")))?,
+            other => other,
+        };
+        serde_json::from_value(value).map_err(|e| BusPayloadError::NotAMessage(e.to_string()))
+    }
+}
+
+impl From<&ChatMessage> for ChatMessagePublish {
+    fn from(message: &ChatMessage) -> Self {
+        Self {
+            chat_room_id: message.room_id,
+            message_id: message.id,
+            sender_id: message.sender_id,
+            sender_nickname: message.sender_nickname.clone(),
+            content: message.content.clone(),
+            message_type: message.message_type,
+            created_at: message.created_at,
+            seq: Some(message.seq),
+        }
+    }
+}
+
+fn write_created_at<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// Accepts RFC 3339 with an offset, a local date-time without one (Spring's
+/// `LocalDateTime`, taken as UTC because that is what the original pods ran in), and
+/// Jackson's array form `[y, m, d, h, min, s, nanos]`.
+fn read_created_at<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Parts(Vec<i64>),
+    }
+    let invalid = |what: &str| serde::de::Error::custom(format!("invalid createdAt: {what}"));
+    match Raw::deserialize(d)? {
+        Raw::Text(text) => {
+            if let Ok(at) = DateTime::parse_from_rfc3339(&text) {
+                return Ok(at.with_timezone(&Utc));
+            }
+            NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|local| local.and_utc())
+                .map_err(|_| invalid(&text))
+        }
+        Raw::Parts(parts) => {
+            let part = |i: usize| parts.get(i).copied().unwrap_or(0);
+            let as_u32 = |v: i64| u32::try_from(v).map_err(|_| invalid("array part out of range"));
+            let year = i32::try_from(part(0)).map_err(|_| invalid("year out of range"))?;
+            NaiveDate::from_ymd_opt(year, as_u32(part(1))?, as_u32(part(2))?)
+                .and_then(|date| {
+                    date.and_hms_nano_opt(
+                        as_u32(part(3)).ok()?,
+                        as_u32(part(4)).ok()?,
+                        as_u32(part(5)).ok()?,
+                        as_u32(part(6)).ok()?,
+                    )
+                })
+                .map(|local| local.and_utc())
+                .ok_or_else(|| invalid("array is not a date-time"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn sample() -> ChatMessagePublish {
+        ChatMessagePublish {
+            chat_room_id: RoomId(1),
+            message_id: MessageId(42),
+            sender_id: SenderId(7),
+            sender_nickname: "alice".into(),
+            content: "hi \"there\" ✓".into(),
+            message_type: MessageType::Text,
+            created_at: Utc.with_ymd_and_hms(2026, 11, 24, 21, 7, 16).unwrap()
+                + chrono::Duration::milliseconds(5),
+            seq: Some(Seq(3)),
+        }
+    }
+
+    #[test]
+    fn output_json_has_spring_field_names_and_millisecond_utc_time() {
+        let json: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "chatRoomId": 1, "messageId": 42, "senderId": 7, "senderNickname": "alice",
+                "content": "hi \"there\" ✓", "messageType": "TEXT",
+                "createdAt": "2026-11-24T21:07:16.005Z", "seq": 3
+            })
+        );
+    }
+
+    #[test]
+    fn our_own_json_round_trips() {
+        let m = sample();
+        assert_eq!(
+            ChatMessagePublish::from_bus_payload(&m.to_json()).unwrap(),
+            m
+        );
+    }
+
+    #[test]
+    fn a_spring_payload_with_local_time_no_seq_and_class_property_is_accepted() {
+        let payload = br#"{"@class":"com.example.chat.dto.ChatMessagePublish","chatRoomId":1,"messageId":42,"senderId":7,"senderNickname":"alice","content":"hi","messageType":"TEXT","createdAt":"2026-11-24T21:07:16.005"}"#;
+        let m = ChatMessagePublish::from_bus_payload(payload).unwrap();
+        assert_eq!(m.seq, None);
+        assert_eq!(m.created_at, sample().created_at);
+    }
+
+    #[test]
+    fn a_double_encoded_spring_payload_is_accepted() {
+        let inner = r#"{"chatRoomId":1,"messageId":42,"senderId":7,"senderNickname":"alice","content":"hi","messageType":"ENTER","createdAt":"2026-11-24T21:07:16"}"#;
+        let outer = serde_json::to_vec(&inner).unwrap();
+        let m = ChatMessagePublish::from_bus_payload(&outer).unwrap();
+        assert_eq!(m.message_type, MessageType::Enter);
+        assert_eq!(m.chat_room_id, RoomId(1));
+    }
+
+    #[test]
+    fn a_jackson_date_array_is_accepted() {
+        let payload = br#"{"chatRoomId":1,"messageId":42,"senderId":7,"senderNickname":"a","content":"hi","createdAt":[2026,11,24,21,7,16,5000000]}"#;
+        let m = ChatMessagePublish::from_bus_payload(payload).unwrap();
+        assert_eq!(m.created_at, sample().created_at);
+        assert_eq!(m.message_type, MessageType::Text);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        for payload in [
+            &b"hello"[..],
+            b"\"not json inside\"",
+            b"{}",
+            br#"{"chatRoomId":1,"messageId":1,"senderId":1,"senderNickname":"a","content":"b","createdAt":"yesterday"}"#,
+            br#"{"chatRoomId":1,"messageId":1,"senderId":1,"senderNickname":"a","content":"b","createdAt":[2026,13,40]}"#,
+        ] {
+            assert!(ChatMessagePublish::from_bus_payload(payload).is_err());
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Chat rooms and the history query over a room's messages.
+
+use chrono::{DateTime, Utc};
+
+use crate::{RoomId, Seq, ValidationError};
+
+/// A room name: 1 to 100 characters once trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub const MAX_CHARS: usize = 100;
+
+    /// # Errors
+    /// [`ValidationError::InvalidRoomName`] when empty or too long after trimming.
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let trimmed = raw.trim();
+        let chars = trimmed.chars().count();
+        if chars == 0 || chars > Self::MAX_CHARS {
+            return Err(ValidationError::InvalidRoomName {
+                max: Self::MAX_CHARS,
+                actual: chars,
+            });
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A stored room. `last_seq` is the seq of its newest message (0 when it has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub id: RoomId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seq: Seq,
+}
+
+/// How many messages one history page may hold: 1 to 200, 50 when not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimit(u32);
+
+impl HistoryLimit {
+    pub const MAX: u32 = 200;
+    pub const DEFAULT: HistoryLimit = HistoryLimit(50);
+
+    /// # Errors
+    /// [`ValidationError::InvalidLimit`] outside 1..=200.
+    pub fn parse(raw: i64) -> Result<Self, ValidationError> {
+        match u32::try_from(raw) {
+            Ok(n) if (1..=Self::MAX).contains(&n) => Ok(Self(n)),
+            _ => Err(ValidationError::InvalidLimit {
+                max: Self::MAX,
+                actual: raw,
+            }),
+        }
+    }
+
+    #[must_use]
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// One page of a room's history, by keyset on `seq` so pages stay stable while new
+/// messages arrive.
+///
+/// - `after` set: the oldest `limit` messages with `seq > after` (and `< before` if set);
+///   this is how a client or an instance catches up.
+/// - `after` unset: the newest `limit` messages with `seq < before` (or the newest of
+///   all); this is how a UI scrolls back.
+///
+/// Either way the page is returned in ascending `seq` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub after: Option<Seq>,
+    pub before: Option<Seq>,
+    pub limit: HistoryLimit,
+}
+
+impl HistoryQuery {
+    /// The page right after `seq`.
+    #[must_use]
+    pub fn after(seq: Seq, limit: HistoryLimit) -> Self {
+        Self {
+            after: Some(seq),
+            before: None,
+            limit,
+        }
+    }
+
+    /// The newest page.
+    #[must_use]
+    pub fn latest(limit: HistoryLimit) -> Self {
+        Self {
+            after: None,
+            before: None,
+            limit,
+        }
+    }
+
+    /// Builds a query from the raw `afterSeq`, `beforeSeq` and `limit` parameters.
+    ///
+    /// # Errors
+    /// [`ValidationError::NegativeSeq`] or [`ValidationError::InvalidLimit`].
+    pub fn parse(
+        after: Option<i64>,
+        before: Option<i64>,
+        limit: Option<i64>,
+    ) -> Result<Self, ValidationError> {
+        if after.is_some_and(|s| s < 0) || before.is_some_and(|s| s < 0) {
+            return Err(ValidationError::NegativeSeq);
+        }
+        Ok(Self {
+            after: after.map(Seq),
+            before: before.map(Seq),
+            limit: limit.map_or(Ok(HistoryLimit::DEFAULT), HistoryLimit::parse)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_trimmed_and_bounded() {
+        assert_eq!(RoomName::parse("  lobby ").unwrap().as_str(), "lobby");
+        assert!(RoomName::parse("   ").is_err());
+        assert!(RoomName::parse(&"r".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn history_limit_defaults_to_fifty_and_caps_at_two_hundred() {
+        let q = HistoryQuery::parse(None, None, None).unwrap();
+        assert_eq!(q.limit.get(), 50);
+        assert!(HistoryQuery::parse(None, None, Some(200)).is_ok());
+        assert_eq!(
+            HistoryQuery::parse(None, None, Some(201))
+                .unwrap_err()
+                .code(),
+            "INVALID_PAGINATION"
+        );
+        assert!(HistoryQuery::parse(None, None, Some(0)).is_err());
+        assert!(HistoryQuery::parse(Some(-1), None, None).is_err());
+    }
+}

@@ -1,0 +1,401 @@
+//! The port contract suite: what every [`MessageRepository`] and [`MessageBus`] must do.
+//! Each adapter runs it against the real thing with one line:
+//!
+//! ```ignore
+//! chat_domain::repository_contract_tests!(async { my_fresh_repository().await });
+//! chat_domain::bus_contract_tests!(async { my_fresh_bus().await });
+//! ```
+//!
+//! The expression is evaluated once per test and must yield a value that is
+//! `AsRef<dyn MessageRepository>` (or `AsRef<dyn MessageBus>`), such as an `Arc<dyn …>` or a
+//! fixture that also owns a per-test database; it is dropped when the test ends. The tests
+//! need a tokio dependency in the adapter crate's dev-dependencies.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+
+use crate::{
+    BusEvent, BusEvents, ChatMessagePublish, ChatMessageRequest, HistoryLimit, HistoryQuery,
+    MessageBus, MessageId, MessageRepository, MessageType, NewChatMessage, RepositoryError, RoomId,
+    RoomName, SenderId, Seq,
+};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use tokio;
+}
+
+/// How long one contract test may take before it counts as hung.
+pub const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn new_message(room: RoomId, content: &str) -> NewChatMessage {
+    NewChatMessage::try_from(ChatMessageRequest {
+        chat_room_id: Some(room),
+        sender_id: Some(SenderId(7)),
+        sender_nickname: Some("contract".into()),
+        content: Some(content.into()),
+        message_type: Some(MessageType::Text),
+    })
+    .expect("the contract's own messages are valid")
+}
+
+async fn room(repo: &dyn MessageRepository, name: &str) -> RoomId {
+    repo.create_room(RoomName::parse(name).expect("valid name"))
+        .await
+        .expect("create_room")
+        .id
+}
+
+fn limit(n: i64) -> HistoryLimit {
+    HistoryLimit::parse(n).expect("valid limit")
+}
+
+/// Checks for [`MessageRepository`] implementations.
+pub mod repository {
+    use super::*;
+
+    pub async fn a_created_room_is_found_and_listed(repo: &dyn MessageRepository) {
+        let created = repo
+            .create_room(RoomName::parse("lobby").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(created.name, "lobby");
+        assert_eq!(created.last_seq, Seq(0));
+        let found = repo.find_room(created.id).await.unwrap();
+        assert_eq!(found.as_ref(), Some(&created));
+        let listed = repo.list_rooms().await.unwrap();
+        assert!(listed.contains(&created), "{listed:?} lacks {created:?}");
+        let ids: Vec<_> = listed.iter().map(|r| r.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "rooms are listed by ascending id");
+    }
+
+    pub async fn a_missing_room_is_none(repo: &dyn MessageRepository) {
+        assert_eq!(repo.find_room(RoomId(i64::MAX - 1)).await.unwrap(), None);
+    }
+
+    pub async fn appending_to_an_unknown_room_fails_and_stores_nothing(
+        repo: &dyn MessageRepository,
+    ) {
+        let missing = RoomId(i64::MAX - 2);
+        let err = repo.append(new_message(missing, "lost")).await.unwrap_err();
+        assert_eq!(err, RepositoryError::UnknownRoom(missing));
+        assert_eq!(
+            repo.history(missing, HistoryQuery::latest(limit(10)))
+                .await
+                .unwrap_err(),
+            RepositoryError::UnknownRoom(missing)
+        );
+    }
+
+    pub async fn each_room_numbers_its_messages_from_one_without_holes(
+        repo: &dyn MessageRepository,
+    ) {
+        let a = room(repo, "a").await;
+        let b = room(repo, "b").await;
+        let mut ids = BTreeSet::new();
+        for (i, target) in [a, b, a, a, b].into_iter().enumerate() {
+            let m = repo
+                .append(new_message(target, &format!("m{i}")))
+                .await
+                .unwrap();
+            assert!(ids.insert(m.id), "message ids are unique");
+        }
+        let seqs = |room| async move {
+            repo.history(room, HistoryQuery::latest(limit(50)))
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.seq.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(a).await, vec![1, 2, 3]);
+        assert_eq!(seqs(b).await, vec![1, 2]);
+        assert_eq!(repo.find_room(a).await.unwrap().unwrap().last_seq, Seq(3));
+        assert_eq!(repo.find_room(b).await.unwrap().unwrap().last_seq, Seq(2));
+    }
+
+    pub async fn a_stored_message_keeps_every_field(repo: &dyn MessageRepository) {
+        let r = room(repo, "fields").await;
+        let before = Utc::now() - chrono::Duration::seconds(5);
+        let request = ChatMessageRequest {
+            chat_room_id: Some(r),
+            sender_id: Some(SenderId(-42)),
+            sender_nickname: Some("Zoë 🚀".into()),
+            content: Some("multi\nline \"quoted\" \\ ✓".into()),
+            message_type: Some(MessageType::Image),
+        };
+        let stored = repo
+            .append(NewChatMessage::try_from(request).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored.room_id, r);
+        assert_eq!(stored.seq, Seq(1));
+        assert_eq!(stored.sender_id, SenderId(-42));
+        assert_eq!(stored.sender_nickname, "Zoë 🚀");
+        assert_eq!(stored.content, "multi\nline \"quoted\" \\ ✓");
+        assert_eq!(stored.message_type, MessageType::Image);
+        assert!(
+            stored.created_at > before
+                && stored.created_at < Utc::now() + chrono::Duration::seconds(5)
+        );
+        let read = repo
+            .history(r, HistoryQuery::latest(limit(1)))
+            .await
+            .unwrap();
+        assert_eq!(read, vec![stored]);
+    }
+
+    pub async fn concurrent_appends_leave_no_hole_and_no_duplicate(repo: &dyn MessageRepository) {
+        const WRITERS: usize = 8;
+        const EACH: usize = 50;
+        let r = room(repo, "busy").await;
+        let writers = (0..WRITERS).map(|w| async move {
+            let mut seqs = Vec::with_capacity(EACH);
+            for i in 0..EACH {
+                let m = repo
+                    .append(new_message(r, &format!("{w}-{i}")))
+                    .await
+                    .unwrap();
+                seqs.push(m.seq.0);
+            }
+            seqs
+        });
+        let mut all: Vec<i64> = futures_util::future::join_all(writers)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_unstable();
+        let expected: Vec<i64> = (1..=(WRITERS * EACH) as i64).collect();
+        assert_eq!(all, expected);
+        assert_eq!(
+            repo.find_room(r).await.unwrap().unwrap().last_seq,
+            Seq((WRITERS * EACH) as i64)
+        );
+    }
+
+    pub async fn history_pages_by_seq_in_ascending_order(repo: &dyn MessageRepository) {
+        let r = room(repo, "history").await;
+        for i in 1..=10 {
+            repo.append(new_message(r, &format!("m{i}"))).await.unwrap();
+        }
+        let seqs = |query| async move {
+            repo.history(r, query)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.seq.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(HistoryQuery::latest(limit(3))).await, vec![8, 9, 10]);
+        assert_eq!(
+            seqs(HistoryQuery::after(Seq(0), limit(3))).await,
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            seqs(HistoryQuery::after(Seq(8), limit(5))).await,
+            vec![9, 10]
+        );
+        assert_eq!(
+            seqs(HistoryQuery::after(Seq(10), limit(5))).await,
+            Vec::<i64>::new()
+        );
+        let before = |b, n| HistoryQuery {
+            after: None,
+            before: Some(Seq(b)),
+            limit: limit(n),
+        };
+        assert_eq!(seqs(before(5, 2)).await, vec![3, 4]);
+        assert_eq!(seqs(before(1, 2)).await, Vec::<i64>::new());
+        let between = HistoryQuery {
+            after: Some(Seq(2)),
+            before: Some(Seq(6)),
+            limit: limit(50),
+        };
+        assert_eq!(seqs(between).await, vec![3, 4, 5]);
+        let empty = room(repo, "empty").await;
+        assert!(
+            repo.history(empty, HistoryQuery::latest(limit(10)))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub async fn a_reachable_store_is_healthy(repo: &dyn MessageRepository) {
+        repo.check_health().await.unwrap();
+    }
+}
+
+/// Checks for [`MessageBus`] implementations.
+pub mod bus {
+    use super::*;
+
+    fn publish(room: i64, seq: i64) -> ChatMessagePublish {
+        ChatMessagePublish {
+            chat_room_id: RoomId(room),
+            message_id: MessageId(room * 1000 + seq),
+            sender_id: SenderId(1),
+            sender_nickname: "contract".into(),
+            content: format!("message {seq} of room {room}"),
+            message_type: MessageType::Text,
+            created_at: Utc::now(),
+            seq: Some(Seq(seq)),
+        }
+    }
+
+    async fn next_message(events: &mut BusEvents) -> ChatMessagePublish {
+        loop {
+            match events.next().await.expect("the subscription ended") {
+                BusEvent::Message(m) => return m,
+                BusEvent::MayHaveMissedMessages => {}
+            }
+        }
+    }
+
+    /// Messages equal up to the timestamp precision a bus may round to (milliseconds on
+    /// the wire).
+    fn same(a: &ChatMessagePublish, b: &ChatMessagePublish) -> bool {
+        let mut a = a.clone();
+        let mut b = b.clone();
+        a.created_at = a.created_at.trunc_subsecs_millis();
+        b.created_at = b.created_at.trunc_subsecs_millis();
+        a == b
+    }
+
+    trait TruncMillis {
+        fn trunc_subsecs_millis(self) -> Self;
+    }
+    impl TruncMillis for chrono::DateTime<Utc> {
+        fn trunc_subsecs_millis(self) -> Self {
+            chrono::SubsecRound::trunc_subsecs(self, 3)
+        }
+    }
+
+    pub async fn a_subscriber_receives_what_is_published_in_order(bus: &dyn MessageBus) {
+        let mut events = bus.subscribe().await.unwrap();
+        let sent: Vec<_> = (1..=20).map(|seq| publish(1, seq)).collect();
+        for m in &sent {
+            bus.publish(m).await.unwrap();
+        }
+        for expected in &sent {
+            let got = next_message(&mut events).await;
+            assert!(same(&got, expected), "got {got:?}, expected {expected:?}");
+        }
+    }
+
+    pub async fn every_subscriber_receives_every_message(bus: &dyn MessageBus) {
+        let mut first = bus.subscribe().await.unwrap();
+        let mut second = bus.subscribe().await.unwrap();
+        let sent = [publish(2, 1), publish(3, 1), publish(2, 2)];
+        for m in &sent {
+            bus.publish(m).await.unwrap();
+        }
+        for events in [&mut first, &mut second] {
+            for expected in &sent {
+                let got = next_message(events).await;
+                assert!(same(&got, expected), "got {got:?}, expected {expected:?}");
+            }
+        }
+    }
+
+    pub async fn publishing_with_nobody_listening_succeeds(bus: &dyn MessageBus) {
+        bus.publish(&publish(4, 1)).await.unwrap();
+    }
+
+    pub async fn a_dropped_subscription_does_not_disturb_the_others(bus: &dyn MessageBus) {
+        let mut kept = bus.subscribe().await.unwrap();
+        let dropped = bus.subscribe().await.unwrap();
+        drop(dropped);
+        bus.publish(&publish(5, 1)).await.unwrap();
+        let got = next_message(&mut kept).await;
+        assert!(same(&got, &publish(5, 1)), "got {got:?}");
+    }
+
+    pub async fn concurrent_publishes_all_arrive(bus: &dyn MessageBus) {
+        let mut events = bus.subscribe().await.unwrap();
+        let sent: Vec<_> = (1..=200).map(|seq| publish(6, seq)).collect();
+        let results = futures_util::future::join_all(sent.iter().map(|m| bus.publish(m))).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let mut seen = BTreeSet::new();
+        while seen.len() < sent.len() {
+            let got = next_message(&mut events).await;
+            assert!(seen.insert(got.seq.unwrap().0), "duplicate {got:?}");
+        }
+    }
+
+    pub async fn a_working_bus_is_healthy(bus: &dyn MessageBus) {
+        let _subscription = bus.subscribe().await.unwrap();
+        bus.check_health().await.unwrap();
+    }
+}
+
+/// Generates one `#[tokio::test]` per repository contract check.
+#[macro_export]
+macro_rules! repository_contract_tests {
+    ($make:expr) => {
+        $crate::__contract_tests!(
+            repository,
+            MessageRepository,
+            $make,
+            a_created_room_is_found_and_listed,
+            a_missing_room_is_none,
+            appending_to_an_unknown_room_fails_and_stores_nothing,
+            each_room_numbers_its_messages_from_one_without_holes,
+            a_stored_message_keeps_every_field,
+            concurrent_appends_leave_no_hole_and_no_duplicate,
+            history_pages_by_seq_in_ascending_order,
+            a_reachable_store_is_healthy,
+        );
+    };
+}
+
+/// Generates one `#[tokio::test]` per bus contract check.
+#[macro_export]
+macro_rules! bus_contract_tests {
+    ($make:expr) => {
+        $crate::__contract_tests!(
+            bus,
+            MessageBus,
+            $make,
+            a_subscriber_receives_what_is_published_in_order,
+            every_subscriber_receives_every_message,
+            publishing_with_nobody_listening_succeeds,
+            a_dropped_subscription_does_not_disturb_the_others,
+            concurrent_publishes_all_arrive,
+            a_working_bus_is_healthy,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_tests {
+    ($module:ident, $port:ident, $make:expr, $($check:ident),+ $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[$crate::testkit::__private::tokio::test(
+                    flavor = "multi_thread",
+                    worker_threads = 2,
+                    crate = "chat_domain::testkit::__private::tokio"
+                )]
+                async fn $check() {
+                    let fixture = $make.await;
+                    let port: &dyn $crate::$port = ::core::convert::AsRef::as_ref(&fixture);
+                    $crate::testkit::__private::tokio::time::timeout(
+                        $crate::testkit::TEST_TIMEOUT,
+                        $crate::testkit::$module::$check(port),
+                    )
+                    .await
+                    .expect(concat!(stringify!($check), " hung"));
+                }
+            )+
+        }
+    };
+}
