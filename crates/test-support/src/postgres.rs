@@ -1,0 +1,1 @@
+//! PostgreSQL fixtures (owned by the postgres adapter work).

@@ -1,0 +1,1 @@
+//! Redis fixtures (owned by the redis adapter work).
