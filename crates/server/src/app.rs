@@ -1,0 +1,231 @@
+//! Building and running the application: pick the adapters from the settings, bind the
+//! listener (port 0 works, for tests), start the hub and the HTTP server, and drain
+//! gracefully on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chat_adapters_memory::{InMemoryBus, InMemoryRepository};
+use chat_domain::{BusError, ChatService, MessageBus, MessageRepository};
+use chat_stomp::Limits;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::gateway::hub::Hub;
+use crate::gateway::session::GatewayContext;
+use crate::http;
+use crate::state::AppState;
+
+/// Why the application could not start. Each message says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "cannot listen on {address}: {source} (is another process using the port? set CHAT_BIND)"
+    )]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot subscribe to the message bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("{0}")]
+    Adapter(String),
+}
+
+/// The storage and bus an application runs on.
+#[derive(Clone)]
+pub struct Adapters {
+    pub repository: Arc<dyn MessageRepository>,
+    pub bus: Arc<dyn MessageBus>,
+}
+
+impl std::fmt::Debug for Adapters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapters").finish_non_exhaustive()
+    }
+}
+
+impl Adapters {
+    /// In-memory storage and bus: one instance, data lost on exit.
+    #[must_use]
+    pub fn in_memory() -> Self {
+        Self {
+            repository: Arc::new(InMemoryRepository::new()),
+            bus: Arc::new(InMemoryBus::new()),
+        }
+    }
+
+    /// The adapters the settings ask for: PostgreSQL when `DATABASE_URL` is set, Redis when
+    /// `REDIS_URL` is set, in memory otherwise.
+    ///
+    /// # Errors
+    /// [`StartupError::Adapter`] when a configured dependency cannot be used.
+    pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
+        let mut adapters = Self::in_memory();
+        match &settings.database_url {
+            Some(_) => {
+                return Err(StartupError::Adapter(
+                    "DATABASE_URL is set, but this build has no PostgreSQL adapter yet; unset it to run in memory".into(),
+                ));
+            }
+            None => tracing::warn!(
+                "DATABASE_URL is not set: messages are kept IN MEMORY ONLY and are lost when this process exits"
+            ),
+        }
+        match &settings.redis_url {
+            Some(_) => {
+                return Err(StartupError::Adapter(
+                    "REDIS_URL is set, but this build has no Redis adapter yet; unset it to run a single instance".into(),
+                ));
+            }
+            None => {
+                tracing::warn!(
+                    "REDIS_URL is not set: in-memory bus, this instance cannot share rooms with others"
+                );
+                adapters.bus = Arc::new(InMemoryBus::new());
+            }
+        }
+        Ok(adapters)
+    }
+}
+
+/// Triggers a graceful shutdown of a running [`Application`].
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    /// Starts the drain: not ready, no new connections, sessions told to reconnect.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A running chat server.
+#[derive(Debug)]
+pub struct Application {
+    local_addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: ShutdownHandle,
+    server: JoinHandle<()>,
+    hub: JoinHandle<()>,
+    grace: std::time::Duration,
+}
+
+impl Application {
+    /// Builds the application with the adapters the settings ask for.
+    ///
+    /// # Errors
+    /// See [`StartupError`].
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let adapters = Adapters::from_settings(&settings).await?;
+        Self::build_with(settings, adapters).await
+    }
+
+    /// Builds the application on the given adapters; several applications may share them.
+    ///
+    /// # Errors
+    /// See [`StartupError`].
+    pub async fn build_with(settings: Settings, adapters: Adapters) -> Result<Self, StartupError> {
+        let listener = tokio::net::TcpListener::bind(settings.bind)
+            .await
+            .map_err(|source| StartupError::Bind {
+                address: settings.bind,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            address: settings.bind,
+            source,
+        })?;
+        // Subscribe before accepting anyone, so nothing published after start-up is missed.
+        let events = adapters.bus.subscribe().await?;
+        let (hub, hub_task) = Hub::spawn(
+            adapters.repository.clone(),
+            adapters.bus.clone(),
+            events,
+            settings.outbound_queue,
+        );
+        let (shutdown_sender, shutdown) = watch::channel(false);
+        let service = ChatService::new(adapters.repository, adapters.bus);
+        let gateway = Arc::new(GatewayContext {
+            service: service.clone(),
+            hub,
+            server_heartbeat: settings.heartbeat,
+            heartbeat_grace: settings.heartbeat_grace,
+            limits: Limits {
+                max_frame_bytes: settings.max_frame_bytes,
+                ..Limits::default()
+            },
+            outbound_queue: settings.outbound_queue,
+            connect_timeout: settings.connect_timeout(),
+            instance: instance_id(local_addr),
+            shutdown: shutdown.clone(),
+        });
+        let state = Arc::new(AppState::new(service, gateway));
+        let mut stop_accepting = shutdown.clone();
+        let server = warp::serve(http::routes(state.clone()))
+            .incoming(listener)
+            .graceful(async move {
+                let _ = stop_accepting
+                    .wait_for(|stopping| *stopping)
+                    .await
+                    .map(|_| ());
+            });
+        let server = tokio::spawn(server.run());
+        tracing::info!(address = %local_addr, "chat-server listening; STOMP over WebSocket at /ws");
+        Ok(Self {
+            local_addr,
+            state,
+            shutdown: ShutdownHandle(Arc::new(shutdown_sender)),
+            server,
+            hub: hub_task,
+            grace: settings.shutdown_grace(),
+        })
+    }
+
+    /// The address actually bound (the real port when the settings said port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    #[must_use]
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until shutdown is triggered, then drains: readiness goes 503, no new
+    /// connections, every session gets an ERROR telling it to reconnect, and this returns
+    /// once all sessions are closed or the grace period is over.
+    pub async fn run_until_stopped(self) {
+        let mut stopping = self.shutdown.0.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+        self.state.start_draining();
+        tracing::info!(
+            sessions = self.state.sessions.open(),
+            grace = ?self.grace,
+            "shutting down: draining connections"
+        );
+        let drained = tokio::time::timeout(self.grace, async {
+            self.state.sessions.all_closed().await;
+            let _ = self.server.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                sessions = self.state.sessions.open(),
+                "grace period over with sessions still open; exiting anyway"
+            );
+        }
+        self.hub.abort();
+        tracing::info!("chat-server stopped");
+    }
+}
+
+fn instance_id(addr: SocketAddr) -> String {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!("{:x}-{}", started, addr.port())
+}

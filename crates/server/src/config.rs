@@ -1,0 +1,156 @@
+//! Settings, from flags or environment variables (12-factor). `chat-server --help` lists
+//! every one with its default; tests build a [`Settings`] directly instead of touching the
+//! process environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_stomp::HeartBeat;
+use clap::{Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event, for a terminal.
+    Human,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
+/// Everything the server can be told at start-up.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "chat-server",
+    version,
+    about = "Real-time chat over STOMP/WebSocket. With nothing set it runs a single instance on \
+             in-memory storage; with DATABASE_URL and REDIS_URL it is one replica of a cluster."
+)]
+pub struct Settings {
+    /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "CHAT_BIND", default_value = "0.0.0.0:8080")]
+    pub bind: SocketAddr,
+
+    /// PostgreSQL URL (postgres://user:password@host:5432/db). Unset: in-memory storage,
+    /// lost on exit.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// PostgreSQL connection pool size.
+    #[arg(long, env = "CHAT_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+
+    /// Redis URL (redis:// or rediss://, with password and /db). Unset: in-memory bus,
+    /// single instance only.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis Pub/Sub channel shared by all instances.
+    #[arg(long, env = "CHAT_REDIS_CHANNEL", default_value = "chat:messages")]
+    pub redis_channel: String,
+
+    /// Heart-beat the server offers in CONNECTED: "can-send-ms,want-receive-ms".
+    #[arg(long, env = "CHAT_HEARTBEAT", default_value = "10000,10000", value_parser = parse_heartbeat)]
+    pub heartbeat: HeartBeat,
+
+    /// A client silent for this many negotiated heart-beat intervals is disconnected.
+    #[arg(long, env = "CHAT_HEARTBEAT_GRACE", default_value_t = 2.0)]
+    pub heartbeat_grace: f32,
+
+    /// Largest STOMP frame accepted, in bytes; a larger one is a protocol error.
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Frames that may wait for one client before it counts as too slow and is disconnected.
+    #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 4096)]
+    pub outbound_queue: usize,
+
+    /// Seconds a new WebSocket may take to send CONNECT.
+    #[arg(long, env = "CHAT_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    pub connect_timeout_secs: u64,
+
+    /// Seconds to drain connections after SIGTERM before exiting.
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+fn parse_heartbeat(value: &str) -> Result<HeartBeat, String> {
+    HeartBeat::parse(value).map_err(|e| e.to_string())
+}
+
+impl Settings {
+    /// The defaults, as if started with nothing set, but on `bind`. For tests and embedding.
+    #[must_use]
+    pub fn embedded(bind: SocketAddr) -> Self {
+        let mut settings = Self::parse_from(["chat-server"]);
+        settings.bind = bind;
+        settings.database_url = None;
+        settings.redis_url = None;
+        settings
+    }
+
+    #[must_use]
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    #[must_use]
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Settings::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_every_environment_variable() {
+        let help = Settings::command().render_long_help().to_string();
+        for var in [
+            "CHAT_BIND",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "CHAT_REDIS_CHANNEL",
+            "CHAT_HEARTBEAT",
+            "CHAT_MAX_FRAME_BYTES",
+            "CHAT_OUTBOUND_QUEUE",
+            "CHAT_SHUTDOWN_GRACE_SECS",
+            "CHAT_LOG_FORMAT",
+        ] {
+            assert!(help.contains(var), "--help does not mention {var}");
+        }
+    }
+
+    #[test]
+    fn flags_override_defaults_and_bad_values_are_rejected() {
+        let s = Settings::try_parse_from([
+            "chat-server",
+            "--bind",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "0,500",
+        ])
+        .unwrap();
+        assert_eq!(s.bind.port(), 0);
+        assert_eq!(
+            s.heartbeat,
+            HeartBeat {
+                can_send_ms: 0,
+                want_receive_ms: 500
+            }
+        );
+        assert!(Settings::try_parse_from(["chat-server", "--heartbeat", "soon"]).is_err());
+        assert!(Settings::try_parse_from(["chat-server", "--bind", "nowhere"]).is_err());
+    }
+}

@@ -1,0 +1,56 @@
+//! `/health/live` (the process answers) and `/health/ready` (PostgreSQL and the bus answer
+//! and the instance is not draining), for Kubernetes probes and load balancers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use crate::state::AppState;
+
+/// A dependency slower than this counts as down: a readiness probe must answer quickly.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(crate) fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let live = warp::path!("health" / "live")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"status": "live"})).into_response());
+    let ready = warp::path!("health" / "ready")
+        .and(warp::get())
+        .then(move || ready(state.clone()));
+    live.or(ready).unify()
+}
+
+async fn ready(state: Arc<AppState>) -> Response {
+    let store = tokio::time::timeout(CHECK_TIMEOUT, state.service.repository().check_health());
+    let bus = tokio::time::timeout(CHECK_TIMEOUT, state.service.bus().check_health());
+    let (store, bus) = tokio::join!(store, bus);
+    let describe = |outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| match outcome
+    {
+        Ok(Ok(())) => "up".to_owned(),
+        Ok(Err(why)) => format!("down: {why}"),
+        Err(_) => format!("down: no answer within {CHECK_TIMEOUT:?}"),
+    };
+    let store = describe(store.map(|r| r.map_err(|e| e.to_string())));
+    let bus = describe(bus.map(|r| r.map_err(|e| e.to_string())));
+    let draining = state.is_draining();
+    let ready = store == "up" && bus == "up" && !draining;
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "store": store,
+        "bus": bus,
+        "draining": draining,
+        "sessions": state.sessions.open(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}

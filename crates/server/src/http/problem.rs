@@ -1,0 +1,92 @@
+//! RFC 9457 problem+json responses with a stable `code`, and the mapping of domain errors
+//! and warp rejections onto them.
+
+use chat_domain::ChatError;
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+#[derive(Debug, Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+}
+
+/// A problem+json response.
+pub(crate) fn response(status: StatusCode, code: &str, detail: &str) -> Response {
+    let problem = Problem {
+        kind: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+        code,
+    };
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let mut response = warp::reply::with_status(body, status).into_response();
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+/// The HTTP status for a domain error.
+pub(crate) fn from_chat_error(error: &ChatError) -> Response {
+    let status = match error {
+        ChatError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ChatError::UnknownRoom(_) => StatusCode::NOT_FOUND,
+        ChatError::StoreUnavailable(_) | ChatError::BusUnavailable(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    response(status, error.code(), &error.to_string())
+}
+
+/// Turns what warp rejected (no route, wrong method, body too large) into problem+json.
+pub(crate) async fn recover(
+    rejection: warp::Rejection,
+) -> Result<Response, std::convert::Infallible> {
+    let (status, code, detail) = if rejection.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such endpoint".to_owned(),
+        )
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "the request body is larger than this endpoint accepts".to_owned(),
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "this endpoint does not accept that method".to_owned(),
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, "INVALID_QUERY", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        (StatusCode::BAD_REQUEST, "MISSING_HEADER", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, "INVALID_HEADER", e.to_string())
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "LENGTH_REQUIRED",
+            "send a Content-Length header".to_owned(),
+        )
+    } else {
+        tracing::warn!(?rejection, "unhandled rejection");
+        (
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            format!("the request was rejected: {rejection:?}"),
+        )
+    };
+    Ok(response(status, code, &detail))
+}

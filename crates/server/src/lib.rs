@@ -1,0 +1,17 @@
+//! chat-server: wires the domain to its adapters and to the outside world — configuration,
+//! the WebSocket STOMP gateway, the REST API, health, and graceful shutdown. Logic lives in
+//! `chat-domain` and `chat-stomp`; this crate only wires.
+//!
+//! Tests and embedders build the real app on port 0 with [`Application::build_with`].
+#![forbid(unsafe_code)]
+
+mod app;
+pub mod config;
+mod gateway;
+mod http;
+pub mod shutdown;
+mod state;
+pub mod telemetry;
+
+pub use app::{Adapters, Application, ShutdownHandle, StartupError};
+pub use config::{LogFormat, Settings};

@@ -1,0 +1,26 @@
+//! The `chat-server` binary: read settings, start, stop on SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use chat_server::{Application, Settings, shutdown, telemetry};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = Settings::parse();
+    telemetry::init(settings.log_format);
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!("chat-server cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = app.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        stop.trigger();
+    });
+    app.run_until_stopped().await;
+    ExitCode::SUCCESS
+}
