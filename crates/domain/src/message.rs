@@ -223,7 +223,8 @@ mod tests {
 
     #[test]
     fn each_missing_field_is_named_in_the_error() {
-        let cases: [(fn(&mut ChatMessageRequest), &str); 4] = [
+        type Clear = fn(&mut ChatMessageRequest);
+        let cases: [(Clear, &str); 4] = [
             (|r| r.chat_room_id = None, "chatRoomId"),
             (|r| r.sender_id = None, "senderId"),
             (|r| r.sender_nickname = None, "senderNickname"),

@@ -69,10 +69,10 @@ impl RoomSequencer {
 
     /// Records that everything up to `seq` has been delivered in `room`.
     pub fn delivered(&mut self, room: RoomId, seq: Seq) {
-        if let Some(last) = self.last_delivered.get_mut(&room) {
-            if seq > *last {
-                *last = seq;
-            }
+        if let Some(last) = self.last_delivered.get_mut(&room)
+            && seq > *last
+        {
+            *last = seq;
         }
     }
 

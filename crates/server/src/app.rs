@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::gateway::hub::Hub;
 use crate::gateway::session::GatewayContext;
 use crate::http;
-use crate::state::AppState;
+use crate::state::{AppState, DrainSchedule, SessionCount};
 
 /// Why the application could not start. Each message says what to check.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,7 @@ pub struct Application {
     state: Arc<AppState>,
     shutdown: ShutdownHandle,
     server: JoinHandle<()>,
+    stop_listening: watch::Sender<bool>,
     hub: JoinHandle<()>,
     grace: std::time::Duration,
 }
@@ -146,6 +147,8 @@ impl Application {
             settings.outbound_queue,
         );
         let (shutdown_sender, shutdown) = watch::channel(false);
+        let (stop_listening, mut listening_stopped) = watch::channel(false);
+        let sessions = Arc::new(SessionCount::default());
         let service = ChatService::new(adapters.repository, adapters.bus);
         let gateway = Arc::new(GatewayContext {
             service: service.clone(),
@@ -160,14 +163,16 @@ impl Application {
             connect_timeout: settings.connect_timeout(),
             instance: instance_id(local_addr),
             shutdown: shutdown.clone(),
+            drain: DrainSchedule::new(settings.drain_window(), sessions.clone()),
         });
-        let state = Arc::new(AppState::new(service, gateway));
-        let mut stop_accepting = shutdown.clone();
+        let state = Arc::new(AppState::new(service, gateway, sessions));
+        // The listener stays open while draining, so probes see 503 and new upgrades get a
+        // clear refusal; it closes once the sessions are gone.
         let server = warp::serve(http::routes(state.clone()))
             .incoming(listener)
             .graceful(async move {
-                let _ = stop_accepting
-                    .wait_for(|stopping| *stopping)
+                let _ = listening_stopped
+                    .wait_for(|stopped| *stopped)
                     .await
                     .map(|_| ());
             });
@@ -178,6 +183,7 @@ impl Application {
             state,
             shutdown: ShutdownHandle(Arc::new(shutdown_sender)),
             server,
+            stop_listening,
             hub: hub_task,
             grace: settings.shutdown_grace(),
         })
@@ -206,17 +212,20 @@ impl Application {
             grace = ?self.grace,
             "shutting down: draining connections"
         );
-        let drained = tokio::time::timeout(self.grace, async {
-            self.state.sessions.all_closed().await;
-            let _ = self.server.await;
-        })
-        .await;
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let drained = tokio::time::timeout_at(deadline, self.state.sessions.all_closed()).await;
         if drained.is_err() {
             tracing::warn!(
                 sessions = self.state.sessions.open(),
                 "grace period over with sessions still open; exiting anyway"
             );
         }
+        self.stop_listening.send_replace(true);
+        let _ = tokio::time::timeout_at(
+            deadline.max(tokio::time::Instant::now() + std::time::Duration::from_secs(1)),
+            self.server,
+        )
+        .await;
         self.hub.abort();
         tracing::info!("chat-server stopped");
     }

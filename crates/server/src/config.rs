@@ -72,6 +72,10 @@ pub struct Settings {
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds over which a draining instance spreads its clients' reconnects.
+    #[arg(long, env = "CHAT_DRAIN_WINDOW_SECS", default_value_t = 5)]
+    pub drain_window_secs: u64,
+
     /// Log format.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -95,6 +99,11 @@ impl Settings {
     #[must_use]
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    #[must_use]
+    pub fn drain_window(&self) -> Duration {
+        Duration::from_secs(self.drain_window_secs)
     }
 
     #[must_use]

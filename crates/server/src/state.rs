@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use chat_domain::ChatService;
 use tokio::sync::Notify;
@@ -18,11 +19,15 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    pub(crate) fn new(service: ChatService, gateway: Arc<GatewayContext>) -> Self {
+    pub(crate) fn new(
+        service: ChatService,
+        gateway: Arc<GatewayContext>,
+        sessions: Arc<SessionCount>,
+    ) -> Self {
         Self {
             service,
             gateway,
-            sessions: Arc::new(SessionCount::default()),
+            sessions,
             draining: AtomicBool::new(false),
         }
     }
@@ -72,5 +77,33 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
         self.0.changed.notify_waiters();
+    }
+}
+
+/// Spreads the reconnect ERRORs of a drain over a window, so the instances that remain are
+/// not hit by every client of this one at the same moment.
+#[derive(Debug)]
+pub(crate) struct DrainSchedule {
+    window: Duration,
+    next_slot: AtomicUsize,
+    sessions: Arc<SessionCount>,
+}
+
+impl DrainSchedule {
+    pub(crate) fn new(window: Duration, sessions: Arc<SessionCount>) -> Self {
+        Self {
+            window,
+            next_slot: AtomicUsize::new(0),
+            sessions,
+        }
+    }
+
+    /// How long the calling session keeps serving before it tells its client to reconnect:
+    /// the k-th of n sessions to ask waits `window * k / n`.
+    pub(crate) fn delay(&self) -> Duration {
+        let slot = self.next_slot.fetch_add(1, Ordering::AcqRel);
+        let open = self.sessions.open().max(slot + 1);
+        let fraction = slot as f64 / open as f64;
+        self.window.mul_f64(fraction)
     }
 }

@@ -22,6 +22,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use warp::ws::{Message, WebSocket};
 
+use crate::state::DrainSchedule;
+
 use super::hub::{ConnectionId, HubHandle, Outbound, Outbox, SubscriptionKey, prepare};
 
 /// The only destination clients send chat messages to.
@@ -47,6 +49,7 @@ pub(crate) struct GatewayContext {
     pub(crate) connect_timeout: Duration,
     pub(crate) instance: String,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) drain: DrainSchedule,
 }
 
 /// Why the session closes with an ERROR frame.
@@ -109,10 +112,16 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
         out: Vec::with_capacity(4096),
     };
     let outbox = session.outbox.clone();
+    // Set when the instance drains: until then the session keeps serving as usual.
+    let mut reconnect_at: Option<Instant> = None;
     let reason = loop {
         let deadline = session.next_deadline(connect_deadline);
         let step: Result<bool, ProtocolError> = tokio::select! {
-            _ = async { shutdown.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
+            _ = async { shutdown.wait_for(|stopping| *stopping).await.map(|_| ()) }, if reconnect_at.is_none() => {
+                reconnect_at = Some(Instant::now() + session.context.drain.delay());
+                Ok(true)
+            }
+            () = async { tokio::time::sleep_until(reconnect_at.unwrap_or_else(Instant::now)).await }, if reconnect_at.is_some() => {
                 let _ = session.send_error("the server is shutting down; reconnect to continue", None).await;
                 break "server shutdown";
             }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chat_domain::{
-    ChatError, ChatMessagePublish, ChatMessageRequest, HistoryQuery, Room, RoomId, ValidationError,
+    ChatError, ChatMessagePublish, ChatMessageRequest, HistoryQuery, Room, RoomId, SentMessage,
+    ValidationError,
 };
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -144,10 +145,12 @@ pub(crate) fn routes(
                 _ => request.chat_room_id = Some(RoomId(id)),
             }
             let sent = state.service.send(request).await;
-            if let Ok(sent) = &sent {
-                if let Some(error) = &sent.publish_error {
-                    tracing::warn!(%error, "message stored but not published; other instances will backfill it");
-                }
+            if let Ok(SentMessage {
+                publish_error: Some(error),
+                ..
+            }) = &sent
+            {
+                tracing::warn!(%error, "message stored but not published; other instances will backfill it");
             }
             result(StatusCode::CREATED, sent.map(|s| ChatMessagePublish::from(&s.message)))
         });
