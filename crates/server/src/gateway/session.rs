@@ -162,7 +162,7 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
     while let Some((receipt, result)) = session.sends.next().await {
         let _ = session.on_send_done(receipt, result).await;
     }
-    let _ = session.sink.send(Message::close()).await;
+    let _ = session.sink.send(Message::close_with(1000u16, "")).await;
     let _ = session.sink.close().await;
     tracing::debug!(connection = session.connection.0, reason, "session ended");
 }
