@@ -7,7 +7,7 @@
 //! queue is full is told to go (it can resume with `x-resume-after`) instead of stalling
 //! the others.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,6 +19,14 @@ use chat_domain::{
 use chat_stomp::PreparedMessage;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+/// How long a message that arrived ahead of its predecessors waits for them before the gap
+/// is filled from the store. Concurrent senders publish in a racy order, so small reorders
+/// are normal; waiting a few milliseconds saves a store query for each of them.
+const REORDER_WINDOW: Duration = Duration::from_millis(30);
+/// Most messages held ahead of a gap per room; past it the gap is filled at once.
+const MAX_HELD_AHEAD: usize = 1024;
 
 /// A connection's id, unique within this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,6 +168,8 @@ pub(crate) struct Hub {
     bus: Arc<dyn MessageBus>,
     rooms: HashMap<RoomId, Vec<Subscriber>>,
     sequencer: RoomSequencer,
+    /// Per room, messages that arrived before a predecessor, and when to stop waiting.
+    ahead: HashMap<RoomId, (Instant, BTreeMap<Seq, ChatMessagePublish>)>,
     held_limit: usize,
 }
 
@@ -198,6 +208,7 @@ impl Hub {
             bus,
             rooms: HashMap::new(),
             sequencer: RoomSequencer::new(),
+            ahead: HashMap::new(),
             held_limit,
         };
         let task = tokio::spawn(hub.run(receiver, events));
@@ -206,6 +217,7 @@ impl Hub {
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut events: BusEvents) {
         loop {
+            let reorder_deadline = self.ahead.values().map(|(deadline, _)| *deadline).min();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
@@ -216,6 +228,7 @@ impl Hub {
                     Some(BusEvent::MayHaveMissedMessages) => self.catch_up_all().await,
                     None => events = self.resubscribe().await,
                 },
+                () = sleep_until_some(reorder_deadline) => self.fill_expired_gaps().await,
             }
         }
     }
@@ -308,6 +321,7 @@ impl Hub {
             subscribers.retain(|s| !leaving(s));
             if subscribers.is_empty() {
                 self.sequencer.forget(*room);
+                self.ahead.remove(room);
             }
             !subscribers.is_empty()
         });
@@ -316,16 +330,87 @@ impl Hub {
     async fn on_message(&mut self, message: ChatMessagePublish) {
         let room = message.chat_room_id;
         match self.sequencer.observe(room, message.seq) {
-            SequenceDecision::Deliver | SequenceDecision::Untracked => self.fan_out(&message),
-            SequenceDecision::Duplicate => {}
-            SequenceDecision::Gap { first, last } => {
-                tracing::debug!(%room, first = first.0, last = last.0, "gap in room seq; backfilling");
-                self.backfill(room, Seq(first.0 - 1), Some(last.next()))
-                    .await;
+            SequenceDecision::Deliver => {
                 self.fan_out(&message);
-                if let Some(seq) = message.seq {
-                    self.sequencer.delivered(room, seq);
+                self.deliver_held_in_order(room);
+            }
+            SequenceDecision::Untracked => self.fan_out(&message),
+            SequenceDecision::Duplicate => {}
+            SequenceDecision::Gap { .. } => {
+                let Some(seq) = message.seq else { return };
+                let (_, held) = self
+                    .ahead
+                    .entry(room)
+                    .or_insert_with(|| (Instant::now() + REORDER_WINDOW, BTreeMap::new()));
+                held.insert(seq, message);
+                if held.len() > MAX_HELD_AHEAD {
+                    self.fill_gap(room).await;
                 }
+            }
+        }
+    }
+
+    /// Delivers held messages that are now next in line; stops at the next hole.
+    fn deliver_held_in_order(&mut self, room: RoomId) {
+        loop {
+            let Some((_, held)) = self.ahead.get_mut(&room) else {
+                return;
+            };
+            let Some(entry) = held.first_entry() else {
+                self.ahead.remove(&room);
+                return;
+            };
+            match self.sequencer.observe(room, Some(*entry.key())) {
+                SequenceDecision::Deliver => {
+                    let message = entry.remove();
+                    self.fan_out(&message);
+                }
+                SequenceDecision::Duplicate | SequenceDecision::Untracked => {
+                    entry.remove();
+                }
+                SequenceDecision::Gap { .. } => return,
+            }
+        }
+    }
+
+    async fn fill_expired_gaps(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<RoomId> = self
+            .ahead
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(room, _)| *room)
+            .collect();
+        for room in expired {
+            self.fill_gap(room).await;
+        }
+    }
+
+    /// The missing messages did not arrive over the bus: fetch them from the store, then
+    /// deliver what was held behind them.
+    async fn fill_gap(&mut self, room: RoomId) {
+        let (Some(last), Some(first_held)) = (
+            self.sequencer.last_delivered(room),
+            self.ahead
+                .get(&room)
+                .and_then(|(_, held)| held.keys().next().copied()),
+        ) else {
+            self.ahead.remove(&room);
+            return;
+        };
+        tracing::debug!(%room, after = last.0, before = first_held.0, "gap in room seq; backfilling from the store");
+        let filled = self.backfill(room, last, Some(first_held)).await;
+        if !filled {
+            // The store is down: deliver what we have rather than hold it forever. Clients
+            // see the jump in seq and can fetch the rest with x-resume-after later.
+            self.sequencer.delivered(room, Seq(first_held.0 - 1));
+        }
+        self.deliver_held_in_order(room);
+        if let Some((deadline, held)) = self.ahead.get_mut(&room) {
+            if held.is_empty() {
+                self.ahead.remove(&room);
+            } else {
+                *deadline = Instant::now() + REORDER_WINDOW;
             }
         }
     }
@@ -339,12 +424,13 @@ impl Hub {
         );
         for (room, last) in followed {
             self.backfill(room, last, None).await;
+            self.deliver_held_in_order(room);
         }
     }
 
     /// Delivers the stored messages of `room` with `after < seq < before` in order.
-    /// If the store is down the gap stays: clients see the jump in `seq` and can resume.
-    async fn backfill(&mut self, room: RoomId, after: Seq, before: Option<Seq>) {
+    /// Returns false when the store could not be read; the gap then stays.
+    async fn backfill(&mut self, room: RoomId, after: Seq, before: Option<Seq>) -> bool {
         let mut cursor = after;
         loop {
             let query = HistoryQuery {
@@ -356,16 +442,18 @@ impl Hub {
                 Ok(messages) => messages,
                 Err(error) => {
                     tracing::warn!(%room, %error, "cannot backfill a gap: the store is unavailable; clients may see a jump in seq");
-                    break;
+                    return false;
                 }
             };
             for message in &messages {
-                self.fan_out(&ChatMessagePublish::from(message));
+                if message.seq > self.sequencer.last_delivered(room).unwrap_or(Seq(0)) {
+                    self.fan_out(&ChatMessagePublish::from(message));
+                    self.sequencer.delivered(room, message.seq);
+                }
                 cursor = message.seq;
             }
-            self.sequencer.delivered(room, cursor);
             if messages.len() < page().get() as usize {
-                break;
+                return true;
             }
         }
     }
@@ -395,5 +483,151 @@ impl Hub {
                 }),
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::{
+        ChatMessage, MessageId, MessageType, MockMessageBus, MockMessageRepository, Room, SenderId,
+    };
+    use chat_stomp::{Decoder, Item, Limits};
+
+    use super::*;
+
+    const ROOM: RoomId = RoomId(1);
+
+    fn stored(seq: i64) -> ChatMessage {
+        ChatMessage {
+            id: MessageId(seq),
+            room_id: ROOM,
+            seq: Seq(seq),
+            sender_id: SenderId(1),
+            sender_nickname: "a".into(),
+            content: format!("m{seq}"),
+            message_type: MessageType::Text,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    fn published(seq: i64) -> BusEvent {
+        BusEvent::Message(ChatMessagePublish::from(&stored(seq)))
+    }
+
+    fn repository_with_room(history_calls: usize) -> MockMessageRepository {
+        let mut repository = MockMessageRepository::new();
+        repository.expect_find_room().returning(|id| {
+            Ok(Some(Room {
+                id,
+                name: "r".into(),
+                created_at: chrono::Utc::now(),
+                last_seq: Seq(0),
+            }))
+        });
+        repository
+            .expect_history()
+            .times(history_calls)
+            .returning(|_, query| {
+                let after = query.after.map_or(0, |s| s.0);
+                let before = query.before.map_or(i64::MAX, |s| s.0);
+                // The "store" holds seqs 1..=10.
+                Ok((after + 1..before.min(11)).map(stored).collect())
+            });
+        repository
+    }
+
+    /// Starts a hub on a scripted bus and subscribes one connection to ROOM.
+    async fn hub_with_subscriber(
+        repository: MockMessageRepository,
+    ) -> (
+        mpsc::UnboundedSender<BusEvent>,
+        mpsc::Receiver<Outbound>,
+        HubHandle,
+    ) {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|event| (event, receiver))
+        });
+        let (hub, _task) = Hub::spawn(
+            Arc::new(repository),
+            Arc::new(MockMessageBus::new()),
+            Box::pin(stream),
+            64,
+        );
+        let (outbox, queue) = Outbox::new(64);
+        let key = SubscriptionKey {
+            connection: ConnectionId(1),
+            id: Arc::from("s"),
+        };
+        hub.subscribe(key, ROOM, outbox, None).await.unwrap();
+        // The caller keeps the handle: the hub stops when every handle is gone.
+        (events, queue, hub)
+    }
+
+    async fn next_seq(queue: &mut mpsc::Receiver<Outbound>) -> i64 {
+        let item = tokio::time::timeout(Duration::from_secs(2), queue.recv())
+            .await
+            .expect("a delivery")
+            .expect("queue open");
+        let mut bytes = Vec::new();
+        item.prepared
+            .write_for_subscription(&item.subscription, &mut bytes);
+        let mut decoder = Decoder::new(Limits::default());
+        decoder.feed(&bytes);
+        let Ok(Some(Item::Frame(frame))) = decoder.next_item() else {
+            panic!("not a frame");
+        };
+        let body: serde_json::Value = serde_json::from_slice(&frame.body).unwrap();
+        body["seq"].as_i64().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_small_reorder_is_put_right_without_asking_the_store() {
+        let (events, mut queue, _hub) = hub_with_subscriber(repository_with_room(0)).await;
+        for seq in [2, 1, 4, 3, 3, 1] {
+            events.send(published(seq)).unwrap();
+        }
+        for expected in 1..=4 {
+            assert_eq!(next_seq(&mut queue).await, expected);
+        }
+        tokio::time::sleep(REORDER_WINDOW * 3).await;
+        assert!(
+            queue.try_recv().is_err(),
+            "duplicates must not be delivered"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gap_that_stays_open_is_filled_from_the_store_once() {
+        let (events, mut queue, _hub) = hub_with_subscriber(repository_with_room(1)).await;
+        events.send(published(4)).unwrap();
+        events.send(published(5)).unwrap();
+        for expected in 1..=5 {
+            assert_eq!(next_seq(&mut queue).await, expected);
+        }
+        events.send(published(6)).unwrap();
+        assert_eq!(next_seq(&mut queue).await, 6);
+    }
+
+    #[tokio::test]
+    async fn after_a_bus_interruption_the_followed_rooms_are_backfilled() {
+        let (events, mut queue, _hub) = hub_with_subscriber(repository_with_room(1)).await;
+        events.send(published(1)).unwrap();
+        assert_eq!(next_seq(&mut queue).await, 1);
+        events.send(BusEvent::MayHaveMissedMessages).unwrap();
+        for expected in 2..=10 {
+            assert_eq!(next_seq(&mut queue).await, expected);
+        }
+        events.send(published(7)).unwrap();
+        events.send(published(11)).unwrap();
+        assert_eq!(next_seq(&mut queue).await, 11);
     }
 }
