@@ -311,9 +311,10 @@ pub mod bus {
         let mut kept = bus.subscribe().await.unwrap();
         let dropped = bus.subscribe().await.unwrap();
         drop(dropped);
-        bus.publish(&publish(5, 1)).await.unwrap();
+        let sent = publish(5, 1);
+        bus.publish(&sent).await.unwrap();
         let got = next_message(&mut kept).await;
-        assert!(same(&got, &publish(5, 1)), "got {got:?}");
+        assert!(same(&got, &sent), "got {got:?}");
     }
 
     pub async fn concurrent_publishes_all_arrive(bus: &dyn MessageBus) {

@@ -1,0 +1,264 @@
+//! The receiving side of the bus: one Redis SUBSCRIBE per instance, a relay task that moves
+//! every message off fred's channel at once and fans it out to the local subscriptions, and a
+//! supervisor that follows connection events, resubscribes after a reconnect and tells the
+//! subscriptions when messages may have been missed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chat_domain::{BusEvent, ChatMessagePublish};
+use fred::clients::SubscriberClient;
+use fred::error::{Error as FredError, ErrorKind};
+use fred::prelude::{ClientLike, PubsubInterface, Server};
+use fred::types::Message;
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, error, info, warn};
+
+/// How much of an undecodable payload goes into the log line.
+const SAMPLE_BYTES: usize = 200;
+/// Log the first few undecodable payloads, then one in this many, so a misbehaving publisher
+/// cannot flood the log.
+const DECODE_LOG_EVERY: u64 = 1_000;
+/// Pause before forcing a fresh connection when a resubscribe failed on a live connection,
+/// so a persistent failure cannot spin.
+const RESUBSCRIBE_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// What the bus, the relay and the supervisor share.
+#[derive(Debug)]
+pub(crate) struct SubscriptionState {
+    pub(crate) channel: String,
+    pub(crate) endpoint: String,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) decode_failures: AtomicU64,
+    /// `true` while SUBSCRIBE on `channel` is in effect on a live connection.
+    pub(crate) active: watch::Sender<bool>,
+}
+
+impl SubscriptionState {
+    pub(crate) fn new(channel: String, endpoint: String) -> Self {
+        Self {
+            channel,
+            endpoint,
+            reconnects: AtomicU64::new(0),
+            decode_failures: AtomicU64::new(0),
+            active: watch::Sender::new(false),
+        }
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        *self.active.borrow()
+    }
+}
+
+/// Moves messages off fred's broadcast channel as fast as they come (a full channel means
+/// lost messages), decodes them and fans them out. Ends when fred closes the channel (QUIT).
+pub(crate) async fn relay_messages(
+    mut received: broadcast::Receiver<Message>,
+    events: broadcast::Sender<BusEvent>,
+    state: Arc<SubscriptionState>,
+) {
+    loop {
+        match received.recv().await {
+            Ok(message) => {
+                if *message.channel != *state.channel {
+                    continue;
+                }
+                let decoded = match message.value.as_bytes() {
+                    Some(payload) => ChatMessagePublish::from_bus_payload(payload)
+                        .map_err(|e| (e.to_string(), sample(payload))),
+                    None => Err((
+                        "payload is not a string".to_owned(),
+                        format!("{:?}", message.value.kind()),
+                    )),
+                };
+                match decoded {
+                    // No local subscription right now is not an error.
+                    Ok(message) => drop(events.send(BusEvent::Message(message))),
+                    Err((reason, sample)) => {
+                        let count = state.decode_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                        if count <= 10 || count.is_multiple_of(DECODE_LOG_EVERY) {
+                            warn!(
+                                channel = %state.channel,
+                                %reason,
+                                %sample,
+                                undecodable_so_far = count,
+                                "ignored a Redis message that is not a chat message; \
+                                 check what else publishes to this channel"
+                            );
+                        }
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                warn!(
+                    channel = %state.channel,
+                    skipped,
+                    "the Redis subscriber fell behind and dropped messages; \
+                     local subscribers will backfill from the database \
+                     (raise the subscriber capacity if this repeats)"
+                );
+                drop(events.send(BusEvent::MayHaveMissedMessages));
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    debug!(channel = %state.channel, "Redis message relay stopped");
+}
+
+/// The start of a payload, as text, for a log line.
+fn sample(payload: &[u8]) -> String {
+    let cut = &payload[..payload.len().min(SAMPLE_BYTES)];
+    let mut text = String::from_utf8_lossy(cut).into_owned();
+    if payload.len() > SAMPLE_BYTES {
+        text.push('…');
+    }
+    text
+}
+
+/// The connection events the supervisor follows, taken from fred before anything can happen.
+pub(crate) struct ConnectionEvents {
+    pub(crate) subscriber_reconnected: broadcast::Receiver<Server>,
+    pub(crate) subscriber_failed: broadcast::Receiver<(FredError, Option<Server>)>,
+    pub(crate) publisher_reconnected: broadcast::Receiver<Server>,
+    pub(crate) publisher_failed: broadcast::Receiver<(FredError, Option<Server>)>,
+}
+
+/// Follows both clients' connection events: logs and counts reconnects, marks the
+/// subscription down when its connection fails, and after every reconnect of the subscriber
+/// subscribes again, marks it active and tells local subscriptions they may have missed
+/// messages (sent only once the new SUBSCRIBE is in effect, so a backfill that follows it
+/// cannot leave a hole before the first live message).
+///
+/// fred's `manage_subscriptions()` would resubscribe too, but it reports neither success nor
+/// failure, and health and the catch-up signal both depend on exactly that.
+pub(crate) async fn supervise(
+    subscriber: SubscriberClient,
+    mut connection: ConnectionEvents,
+    events: broadcast::Sender<BusEvent>,
+    state: Arc<SubscriptionState>,
+) {
+    let mut publisher_up = true;
+    loop {
+        tokio::select! {
+            // Failures first: when both are pending, the reconnect is the newer event.
+            biased;
+            failed = connection.subscriber_failed.recv() => match failed {
+                Ok((error, _)) => subscriber_failed(&state, &error),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    subscriber_failed(&state, &FredError::new(ErrorKind::IO, "many errors"));
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            failed = connection.publisher_failed.recv() => match failed {
+                Ok((error, _)) => {
+                    if publisher_up {
+                        warn!(
+                            endpoint = %state.endpoint,
+                            error = %error.details(),
+                            "lost the Redis publishing connection; reconnecting with backoff, \
+                             publishes fail until it is back"
+                        );
+                    } else {
+                        debug!(endpoint = %state.endpoint, error = %error.details(), "Redis publisher still reconnecting");
+                    }
+                    publisher_up = false;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => publisher_up = false,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            reconnected = connection.subscriber_reconnected.recv() => match reconnected {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let total = state.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+                    info!(endpoint = %state.endpoint, reconnects = total, "Redis subscriber reconnected; subscribing again");
+                    resubscribe(&subscriber, &events, &state).await;
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            reconnected = connection.publisher_reconnected.recv() => match reconnected {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let total = state.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+                    info!(endpoint = %state.endpoint, reconnects = total, "Redis publisher reconnected");
+                    publisher_up = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+    debug!(channel = %state.channel, "Redis connection supervisor stopped");
+}
+
+fn subscriber_failed(state: &SubscriptionState, error: &FredError) {
+    let was_active = state.active.send_replace(false);
+    if was_active {
+        warn!(
+            endpoint = %state.endpoint,
+            channel = %state.channel,
+            error = %error.details(),
+            "lost the Redis subscription; reconnecting with backoff. This instance reports \
+             not ready until it is back, then backfills what it missed from the database"
+        );
+    } else {
+        debug!(endpoint = %state.endpoint, error = %error.details(), "Redis subscriber still reconnecting");
+    }
+}
+
+async fn resubscribe(
+    subscriber: &SubscriberClient,
+    events: &broadcast::Sender<BusEvent>,
+    state: &SubscriptionState,
+) {
+    match subscriber.subscribe(state.channel.as_str()).await {
+        Ok(()) => {
+            state.active.send_replace(true);
+            info!(
+                endpoint = %state.endpoint,
+                channel = %state.channel,
+                "Redis subscription restored; local subscribers backfill what they missed"
+            );
+            drop(events.send(BusEvent::MayHaveMissedMessages));
+        }
+        Err(e) => {
+            state.active.send_replace(false);
+            let transient = matches!(
+                e.kind(),
+                ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled
+            );
+            if transient {
+                warn!(
+                    endpoint = %state.endpoint,
+                    channel = %state.channel,
+                    error = %e,
+                    "subscribing again after a reconnect failed; forcing a fresh connection"
+                );
+                // A new connection brings a new reconnect event and with it another attempt.
+                tokio::time::sleep(RESUBSCRIBE_RETRY_PAUSE).await;
+                if let Err(e) = subscriber.force_reconnection().await {
+                    debug!(error = %e, "forcing a Redis reconnection failed; fred keeps retrying");
+                }
+            } else {
+                error!(
+                    endpoint = %state.endpoint,
+                    channel = %state.channel,
+                    error = %e,
+                    "Redis refused SUBSCRIBE after a reconnect; this instance stays not ready. \
+                     Check the Redis ACL for this channel, then restart the instance"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_payload_sample_is_cut_and_marked() {
+        let payload = vec![b'x'; 1_000];
+        let text = sample(&payload);
+        assert_eq!(text.chars().filter(|c| *c == 'x').count(), SAMPLE_BYTES);
+        assert!(text.ends_with('…'));
+        assert_eq!(sample(b"short"), "short");
+    }
+}
