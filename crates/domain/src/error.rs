@@ -24,6 +24,8 @@ pub enum ValidationError {
     InvalidLimit { max: u32, actual: i64 },
     #[error("afterSeq and beforeSeq must not be negative")]
     NegativeSeq,
+    #[error("`{0}` contains a NUL character (U+0000), which cannot be stored")]
+    NulCharacter(&'static str),
 }
 
 impl ValidationError {
@@ -38,6 +40,7 @@ impl ValidationError {
             Self::ContentTooLong { .. } => "CONTENT_TOO_LONG",
             Self::InvalidRoomName { .. } => "INVALID_ROOM_NAME",
             Self::InvalidLimit { .. } | Self::NegativeSeq => "INVALID_PAGINATION",
+            Self::NulCharacter(_) => "INVALID_CHARACTER",
         }
     }
 }

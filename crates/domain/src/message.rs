@@ -68,6 +68,9 @@ impl SenderNickname {
     /// # Errors
     /// [`ValidationError::InvalidNickname`] when empty or longer than 50 characters.
     pub fn parse(raw: String) -> Result<Self, ValidationError> {
+        if raw.contains('\0') {
+            return Err(ValidationError::NulCharacter("senderNickname"));
+        }
         let chars = raw.chars().count();
         if chars == 0 || chars > Self::MAX_CHARS || raw.trim().is_empty() {
             return Err(ValidationError::InvalidNickname {
@@ -100,6 +103,9 @@ impl MessageContent {
     /// # Errors
     /// [`ValidationError::EmptyContent`] or [`ValidationError::ContentTooLong`].
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        if raw.contains('\0') {
+            return Err(ValidationError::NulCharacter("content"));
+        }
         let trimmed = raw.trim();
         let chars = trimmed.chars().count();
         if chars == 0 {
@@ -238,6 +244,18 @@ mod tests {
                 Err(ValidationError::MissingField(field))
             );
         }
+    }
+
+    #[test]
+    fn a_nul_character_is_rejected_because_no_store_can_keep_it() {
+        assert_eq!(
+            MessageContent::parse("a\0b"),
+            Err(ValidationError::NulCharacter("content"))
+        );
+        assert_eq!(
+            SenderNickname::parse("a\0".into()).unwrap_err().code(),
+            "INVALID_CHARACTER"
+        );
     }
 
     #[test]

@@ -14,6 +14,9 @@ impl RoomName {
     /// # Errors
     /// [`ValidationError::InvalidRoomName`] when empty or too long after trimming.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        if raw.contains('\0') {
+            return Err(ValidationError::NulCharacter("name"));
+        }
         let trimmed = raw.trim();
         let chars = trimmed.chars().count();
         if chars == 0 || chars > Self::MAX_CHARS {

@@ -1,0 +1,22 @@
+//! `MessageRepository` over PostgreSQL with diesel-async: a deadpool pool whose every
+//! connection has connect and statement timeouts, embedded migrations applied at start-up
+//! under an advisory lock, gap-free per-room `seq` across processes, and group commit.
+//!
+//! Nothing outside this crate sees a diesel or tokio-postgres type: start-up fails with a
+//! [`PostgresError`] an operator can act on, and the port returns the domain's
+//! `RepositoryError`.
+#![forbid(unsafe_code)]
+
+mod config;
+mod connection;
+mod error;
+mod group_commit;
+mod migrations;
+mod repository;
+mod schema;
+mod store;
+
+pub use config::{PostgresConfig, redact_url};
+pub use error::PostgresError;
+pub use migrations::newest_known_version;
+pub use repository::PostgresRepository;

@@ -1,0 +1,261 @@
+//! [`PostgresRepository`]: start-up (URL check, first connection, migrations, pool) and
+//! the `MessageRepository` port over the pool, with every operation bounded in time so a
+//! dead database gives `Unavailable` instead of a hang.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_domain::{
+    ChatMessage, HistoryQuery, MessageRepository, NewChatMessage, RepositoryError, Room, RoomId,
+    RoomName,
+};
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::deadpool::Object;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::describe_target;
+use crate::connection::{PgPool, build_pool, establish};
+use crate::error::{StoreFailure, describe_pool_error};
+use crate::group_commit::{PendingAppend, run_writer};
+use crate::store::{self, AppendOutcome};
+use crate::{PostgresConfig, PostgresError, migrations};
+
+/// `MessageRepository` over PostgreSQL. Cheap to clone: clones share the pool and the
+/// group-commit writers, which stop once the last clone is dropped.
+#[derive(Clone)]
+pub struct PostgresRepository {
+    shared: Arc<Shared>,
+    appends: Appends,
+}
+
+#[derive(Clone)]
+enum Appends {
+    /// `max_batch == 1`: each append is its own transaction on its own pooled connection.
+    OnePerTransaction,
+    /// Appends queue for the group-commit writers, one queue per writer.
+    Grouped(Arc<[mpsc::Sender<PendingAppend>]>),
+}
+
+/// What every operation and every writer needs.
+pub(crate) struct Shared {
+    pool: PgPool,
+    /// `user@host:port/db`, for messages.
+    target: String,
+    /// Our own bound on one whole operation (checkout, statements, commit). The server's
+    /// statement timeout and the pool's timeouts normally fire first; this one covers a
+    /// peer that stopped answering without closing the connection.
+    deadline: Duration,
+    health_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.shared.pool.status();
+        f.debug_struct("PostgresRepository")
+            .field("target", &self.shared.target)
+            .field("pool_size", &status.max_size)
+            .field("open_connections", &status.size)
+            .field("group_commit", &matches!(self.appends, Appends::Grouped(_)))
+            .finish()
+    }
+}
+
+impl PostgresRepository {
+    /// Checks the configuration, connects, brings the schema up to date (under an advisory
+    /// lock, so replicas may start together) and starts the pool and the group-commit
+    /// writers. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`PostgresError::InvalidUrl`] / [`PostgresError::InvalidSetting`] for the
+    /// configuration, [`PostgresError::Unreachable`] / [`PostgresError::Refused`] when the
+    /// first connection fails, [`PostgresError::Migration`] and
+    /// [`PostgresError::SchemaTooNew`] for the schema. Each message is meant to be logged
+    /// as it is and carries no password.
+    pub async fn connect(config: PostgresConfig) -> Result<Self, PostgresError> {
+        let driver = config.driver_config()?;
+        let target = describe_target(&driver);
+        let first = establish(&driver, config.connect_timeout)
+            .await
+            .map_err(|failure| failure.into_startup_error(&target))?;
+        migrations::run_pending(first, target.clone()).await?;
+        let pool = build_pool(
+            driver,
+            config.redacted_url(),
+            config.pool_size,
+            config.connect_timeout,
+        )?;
+        let shared = Arc::new(Shared {
+            pool,
+            target,
+            deadline: config.connect_timeout * 2 + config.statement_timeout * 2,
+            health_timeout: config.connect_timeout.min(Duration::from_secs(2)),
+        });
+        let appends = if config.max_batch == 1 {
+            Appends::OnePerTransaction
+        } else {
+            // One queue per writer, rooms split between them by id: two writers of this
+            // process never wait for each other's room locks, so their transactions
+            // (and fsyncs) overlap instead of queueing behind one another.
+            let queues = (0..config.writers)
+                .map(|_| {
+                    // Room for two full batches; past that, senders wait here
+                    // (back-pressure) instead of queueing without bound.
+                    let (sender, receiver) = mpsc::channel(config.max_batch.saturating_mul(2));
+                    tokio::spawn(run_writer(Arc::clone(&shared), receiver, config.max_batch));
+                    sender
+                })
+                .collect();
+            Appends::Grouped(queues)
+        };
+        tracing::info!(
+            database = %shared.target,
+            pool_size = config.pool_size,
+            max_batch = config.max_batch,
+            writers = config.writers,
+            "PostgreSQL message store ready"
+        );
+        Ok(Self { shared, appends })
+    }
+}
+
+impl Shared {
+    /// Runs one operation under the deadline and turns any failure into `Unavailable`.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreFailure>>,
+    ) -> Result<T, RepositoryError> {
+        let outcome = match tokio::time::timeout(self.deadline, operation).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreFailure::TimedOut(self.deadline)),
+        };
+        outcome.map_err(|failure| {
+            tracing::warn!(database = %self.target, error = %failure, "PostgreSQL operation failed");
+            RepositoryError::from(failure)
+        })
+    }
+
+    async fn connection(&self) -> Result<Object<AsyncPgConnection>, StoreFailure> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreFailure::Pool(describe_pool_error(&e)))
+    }
+
+    /// Stores a batch in one transaction: one outcome per message, or one error for all.
+    pub(crate) async fn append_batch(
+        &self,
+        batch: &[NewChatMessage],
+    ) -> Result<Vec<AppendOutcome>, RepositoryError> {
+        self.bounded(async {
+            let mut conn = self.connection().await?;
+            store::append_batch(&mut conn, batch).await
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl MessageRepository for PostgresRepository {
+    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError> {
+        if name.as_str().contains('\0') {
+            return Err(RepositoryError::Unavailable(
+                "PostgreSQL cannot store a room name containing a NUL character (U+0000)".into(),
+            ));
+        }
+        self.shared
+            .bounded(async {
+                let mut conn = self.shared.connection().await?;
+                store::create_room(&mut conn, &name).await
+            })
+            .await
+    }
+
+    async fn find_room(&self, id: RoomId) -> Result<Option<Room>, RepositoryError> {
+        self.shared
+            .bounded(async {
+                let mut conn = self.shared.connection().await?;
+                store::find_room(&mut conn, id).await
+            })
+            .await
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError> {
+        self.shared
+            .bounded(async {
+                let mut conn = self.shared.connection().await?;
+                store::list_rooms(&mut conn).await
+            })
+            .await
+    }
+
+    async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError> {
+        store::check_storable(&message)?;
+        match &self.appends {
+            Appends::OnePerTransaction => {
+                let mut outcomes = self
+                    .shared
+                    .append_batch(std::slice::from_ref(&message))
+                    .await?;
+                outcomes.pop().unwrap_or_else(|| Err(writer_gone()))
+            }
+            Appends::Grouped(queues) => {
+                let (reply, answer) = oneshot::channel();
+                queues[writer_for(message.room_id, queues.len())]
+                    .send(PendingAppend { message, reply })
+                    .await
+                    .map_err(|_| writer_gone())?;
+                answer.await.unwrap_or_else(|_| Err(writer_gone()))
+            }
+        }
+    }
+
+    async fn history(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<Vec<ChatMessage>, RepositoryError> {
+        self.shared
+            .bounded(async {
+                let mut conn = self.shared.connection().await?;
+                store::history(&mut conn, room, query).await
+            })
+            .await?
+    }
+
+    async fn check_health(&self) -> Result<(), RepositoryError> {
+        let probe = async {
+            let mut conn = self.shared.connection().await?;
+            store::ping(&mut conn).await
+        };
+        match tokio::time::timeout(self.shared.health_timeout, probe).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(failure)) => Err(RepositoryError::Unavailable(format!(
+                "PostgreSQL at {} is not usable: {failure}",
+                self.shared.target
+            ))),
+            Err(_) => Err(RepositoryError::Unavailable(format!(
+                "PostgreSQL at {} did not answer within {} ms",
+                self.shared.target,
+                self.shared.health_timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// The writer whose queue takes `room`: always the same one, so a room's appends are
+/// never split over two writers of this process.
+fn writer_for(room: RoomId, writers: usize) -> usize {
+    let writers = i64::try_from(writers).unwrap_or(i64::MAX);
+    usize::try_from(room.get().rem_euclid(writers)).unwrap_or(0)
+}
+
+/// Only reachable if a writer task panicked or the runtime is shutting down.
+fn writer_gone() -> RepositoryError {
+    RepositoryError::Unavailable(
+        "the PostgreSQL writer stopped before answering (the process is shutting down or \
+         hit a bug); check the history before sending the message again"
+            .into(),
+    )
+}

@@ -1,0 +1,226 @@
+//! Gap-free per-room seq under concurrent writers: many tasks on one pool, two pools
+//! modelling two replicas, batches mixing good and bad messages, and a failed transaction
+//! that must give its seqs back.
+
+mod support;
+
+use std::sync::Arc;
+
+use chat_adapters_postgres::{PostgresConfig, PostgresRepository};
+use chat_domain::{HistoryLimit, HistoryQuery, MessageRepository, RepositoryError, RoomId, Seq};
+use futures_util::future::join_all;
+use support::{Fixture, message, room};
+
+/// Sends `each` messages from each of `tasks` tasks, spread over `repositories` in turn,
+/// and returns every seq handed out.
+async fn append_concurrently(
+    repositories: &[Arc<PostgresRepository>],
+    target: RoomId,
+    tasks: usize,
+    each: usize,
+) -> Vec<i64> {
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let repository = Arc::clone(&repositories[task % repositories.len()]);
+            tokio::spawn(async move {
+                let mut seqs = Vec::with_capacity(each);
+                for i in 0..each {
+                    let stored = repository
+                        .append(message(target, &format!("task {task} message {i}")))
+                        .await
+                        .expect("append");
+                    seqs.push(stored.seq.get());
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(tasks * each);
+    for handle in handles {
+        all.extend(handle.await.expect("writer task"));
+    }
+    all.sort_unstable();
+    all
+}
+
+/// Every stored seq of a room, read back page by page.
+async fn stored_seqs(repository: &dyn MessageRepository, target: RoomId) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    let mut after = Seq(0);
+    loop {
+        let page = repository
+            .history(
+                target,
+                HistoryQuery::after(after, HistoryLimit::parse(200).unwrap()),
+            )
+            .await
+            .expect("history");
+        let Some(last) = page.last() else {
+            return seqs;
+        };
+        after = last.seq;
+        seqs.extend(page.iter().map(|m| m.seq.get()));
+    }
+}
+
+fn one_to(n: i64) -> Vec<i64> {
+    (1..=n).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_tasks_of_five_hundred_appends_number_one_room_from_1_to_4000() {
+    let fixture = Fixture::new().await;
+    let target = room(fixture.repository.as_ref(), "busy").await;
+
+    let seqs = append_concurrently(&[Arc::clone(&fixture.repository)], target, 8, 500).await;
+
+    assert_eq!(seqs, one_to(4000));
+    assert_eq!(
+        stored_seqs(fixture.repository.as_ref(), target).await,
+        one_to(4000)
+    );
+    let room = fixture.repository.find_room(target).await.unwrap().unwrap();
+    assert_eq!(room.last_seq, Seq(4000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_with_their_own_pools_share_one_gap_free_sequence() {
+    let fixture = Fixture::new().await;
+    let second_replica = Arc::new(
+        PostgresRepository::connect(PostgresConfig::new(fixture.database.url()))
+            .await
+            .expect("second replica"),
+    );
+    let target = room(fixture.repository.as_ref(), "shared").await;
+
+    let replicas = [Arc::clone(&fixture.repository), Arc::clone(&second_replica)];
+    let seqs = append_concurrently(&replicas, target, 8, 500).await;
+
+    assert_eq!(seqs, one_to(4000));
+    assert_eq!(
+        stored_seqs(second_replica.as_ref(), target).await,
+        one_to(4000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_writing_one_transaction_per_message_also_leave_no_gap() {
+    let fixture = Fixture::new().await;
+    let mut config = PostgresConfig::new(fixture.database.url());
+    config.max_batch = 1;
+    let replicas = [
+        Arc::new(PostgresRepository::connect(config.clone()).await.unwrap()),
+        Arc::new(PostgresRepository::connect(config).await.unwrap()),
+    ];
+    let target = room(replicas[0].as_ref(), "unbatched").await;
+
+    let seqs = append_concurrently(&replicas, target, 8, 100).await;
+
+    assert_eq!(seqs, one_to(800));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_room_in_a_batch_does_not_fail_the_other_rooms_messages() {
+    let fixture = Fixture::new().await;
+    let repository = fixture.repository.as_ref();
+    let known = room(repository, "known").await;
+    let missing = RoomId(i64::MAX - 7);
+
+    // Sent at once, so they queue together and share batches.
+    let sends = (0..200).map(|i| {
+        let target = if i % 4 == 0 { missing } else { known };
+        async move {
+            (
+                target,
+                repository.append(message(target, &format!("m{i}"))).await,
+            )
+        }
+    });
+    let outcomes = join_all(sends).await;
+
+    let mut seqs = Vec::new();
+    for (target, outcome) in outcomes {
+        if target == missing {
+            assert_eq!(outcome.unwrap_err(), RepositoryError::UnknownRoom(missing));
+        } else {
+            seqs.push(outcome.expect("a known room's message is stored").seq.get());
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, one_to(150));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_postgres_cannot_store_is_refused_alone() {
+    let fixture = Fixture::new().await;
+    let repository = fixture.repository.as_ref();
+    let target = room(repository, "nul").await;
+
+    let sends = (0..50).map(|i| {
+        let content = if i == 25 {
+            "bad\0byte".to_owned()
+        } else {
+            format!("m{i}")
+        };
+        async move { repository.append(message(target, &content)).await }
+    });
+    let outcomes = join_all(sends).await;
+
+    let refused: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        matches!(refused[0], Err(RepositoryError::Unavailable(why)) if why.contains("NUL")),
+        "{refused:?}"
+    );
+    assert_eq!(stored_seqs(repository, target).await, one_to(49));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_transaction_gives_its_seqs_back_and_the_unique_key_catches_a_duplicate() {
+    let fixture = Fixture::new().await;
+    let repository = fixture.repository.as_ref();
+    let target = room(repository, "rollback").await;
+    repository.append(message(target, "one")).await.unwrap();
+
+    // A row slipped in behind the adapter's back takes seq 2 without moving last_seq: the
+    // next append computes seq 2 too, and the unique key must refuse it.
+    let admin = admin_client(fixture.database.url()).await;
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO chat_messages (chat_room_id, seq, sender_id, sender_nickname, \
+             content, message_type) VALUES ({}, 2, 1, 'intruder', 'x', 'TEXT')",
+            target.get()
+        ))
+        .await
+        .unwrap();
+    let err = repository.append(message(target, "two")).await.unwrap_err();
+    assert!(matches!(err, RepositoryError::Unavailable(_)), "{err:?}");
+    assert_eq!(
+        repository
+            .find_room(target)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seq,
+        Seq(1),
+        "the rolled-back reservation is given back"
+    );
+
+    admin
+        .batch_execute("DELETE FROM chat_messages WHERE sender_nickname = 'intruder'")
+        .await
+        .unwrap();
+    let stored = repository
+        .append(message(target, "two again"))
+        .await
+        .unwrap();
+    assert_eq!(stored.seq, Seq(2), "no hole after the failure");
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    client
+}
