@@ -5,7 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use chat_adapters_memory::{InMemoryBus, InMemoryRepository};
+use chat_adapters_postgres::{PostgresConfig, PostgresRepository};
+use chat_adapters_redis::{RedisBus, RedisConfig};
 use chat_domain::{BusError, ChatService, MessageBus, MessageRepository};
 use chat_stomp::Limits;
 use tokio::sync::watch;
@@ -62,31 +66,47 @@ impl Adapters {
     /// # Errors
     /// [`StartupError::Adapter`] when a configured dependency cannot be used.
     pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
-        let mut adapters = Self::in_memory();
-        match &settings.database_url {
-            Some(_) => {
-                return Err(StartupError::Adapter(
-                    "DATABASE_URL is set, but this build has no PostgreSQL adapter yet; unset it to run in memory".into(),
-                ));
+        let repository: Arc<dyn MessageRepository> = match &settings.database_url {
+            Some(url) => {
+                let mut config = PostgresConfig::new(url.clone());
+                config.pool_size = settings.db_pool_size;
+                config.max_batch = settings.db_max_batch;
+                config.writers = settings.db_writers;
+                config.connect_timeout = Duration::from_secs(settings.db_connect_timeout_secs);
+                config.statement_timeout = Duration::from_secs(settings.db_statement_timeout_secs);
+                let target = config.redacted_url();
+                let repository = PostgresRepository::connect(config)
+                    .await
+                    .map_err(|e| StartupError::Adapter(e.to_string()))?;
+                tracing::info!(database = %target, "storing messages in PostgreSQL");
+                Arc::new(repository)
             }
-            None => tracing::warn!(
-                "DATABASE_URL is not set: messages are kept IN MEMORY ONLY and are lost when this process exits"
-            ),
-        }
-        match &settings.redis_url {
-            Some(_) => {
-                return Err(StartupError::Adapter(
-                    "REDIS_URL is set, but this build has no Redis adapter yet; unset it to run a single instance".into(),
-                ));
+            None => {
+                tracing::warn!(
+                    "DATABASE_URL is not set: messages are kept IN MEMORY ONLY and are lost when this process exits"
+                );
+                Arc::new(InMemoryRepository::new())
+            }
+        };
+        let bus: Arc<dyn MessageBus> = match &settings.redis_url {
+            Some(url) => {
+                let mut config = RedisConfig::new(url.clone());
+                config.channel.clone_from(&settings.redis_channel);
+                config.command_timeout = Duration::from_millis(settings.redis_command_timeout_ms);
+                let bus = RedisBus::connect(config)
+                    .await
+                    .map_err(|e| StartupError::Adapter(e.to_string()))?;
+                tracing::info!(channel = %settings.redis_channel, "fanning out through Redis Pub/Sub");
+                Arc::new(bus)
             }
             None => {
                 tracing::warn!(
                     "REDIS_URL is not set: in-memory bus, this instance cannot share rooms with others"
                 );
-                adapters.bus = Arc::new(InMemoryBus::new());
+                Arc::new(InMemoryBus::new())
             }
-        }
-        Ok(adapters)
+        };
+        Ok(Self { repository, bus })
     }
 }
 

@@ -39,6 +39,22 @@ pub struct Settings {
     #[arg(long, env = "CHAT_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
 
+    /// Seconds to wait for a PostgreSQL connection before an operation fails as unavailable.
+    #[arg(long, env = "CHAT_DB_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    pub db_connect_timeout_secs: u64,
+
+    /// Seconds one SQL statement may run before PostgreSQL cancels it.
+    #[arg(long, env = "CHAT_DB_STATEMENT_TIMEOUT_SECS", default_value_t = 5)]
+    pub db_statement_timeout_secs: u64,
+
+    /// Most messages stored in one group-commit transaction (1 turns group commit off).
+    #[arg(long, env = "CHAT_DB_MAX_BATCH", default_value_t = 512)]
+    pub db_max_batch: usize,
+
+    /// Group-commit writers, each with its own connection; rooms are split between them.
+    #[arg(long, env = "CHAT_DB_WRITERS", default_value_t = 4)]
+    pub db_writers: usize,
+
     /// Redis URL (redis:// or rediss://, with password and /db). Unset: in-memory bus,
     /// single instance only.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -47,6 +63,11 @@ pub struct Settings {
     /// Redis Pub/Sub channel shared by all instances.
     #[arg(long, env = "CHAT_REDIS_CHANNEL", default_value = "chat:messages")]
     pub redis_channel: String,
+
+    /// Milliseconds a Redis PUBLISH or PING may wait for its reply; while Redis is down a
+    /// publish fails after this instead of queueing.
+    #[arg(long, env = "CHAT_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 2000)]
+    pub redis_command_timeout_ms: u64,
 
     /// Heart-beat the server offers in CONNECTED: "can-send-ms,want-receive-ms".
     #[arg(long, env = "CHAT_HEARTBEAT", default_value = "10000,10000", value_parser = parse_heartbeat)]

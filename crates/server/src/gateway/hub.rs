@@ -101,6 +101,9 @@ enum Command {
         reply: oneshot::Sender<Result<Subscribed, ChatError>>,
     },
     CaughtUp(SubscriptionKey),
+    /// A message stored here whose publish failed: deliver it to this instance's clients
+    /// anyway (other instances catch up by seq).
+    Local(ChatMessagePublish),
     Unsubscribe(SubscriptionKey),
     Disconnect(ConnectionId),
 }
@@ -140,6 +143,11 @@ impl HubHandle {
 
     pub(crate) fn caught_up(&self, key: SubscriptionKey) {
         let _ = self.commands.send(Command::CaughtUp(key));
+    }
+
+    /// Delivers a stored message to local subscribers when the bus could not take it.
+    pub(crate) fn deliver_local(&self, message: ChatMessagePublish) {
+        let _ = self.commands.send(Command::Local(message));
     }
 
     pub(crate) fn unsubscribe(&self, key: SubscriptionKey) {
@@ -266,6 +274,7 @@ impl Hub {
                 let _ = reply.send(result);
             }
             Command::CaughtUp(key) => self.release_held(&key),
+            Command::Local(message) => self.on_message(message).await,
             Command::Unsubscribe(key) => self.remove(|s| s.key == key),
             Command::Disconnect(connection) => self.remove(|s| s.key.connection == connection),
         }

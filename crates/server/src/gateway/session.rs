@@ -569,8 +569,11 @@ impl Session {
                 if let Some(error) = sent.publish_error {
                     tracing::warn!(
                         room = %sent.message.room_id, seq = sent.message.seq.0, %error,
-                        "message stored but not published; other instances will backfill it"
+                        "message stored but not published; delivering it locally, other instances will backfill it"
                     );
+                    self.context
+                        .hub
+                        .deliver_local(ChatMessagePublish::from(&sent.message));
                 }
                 self.send_receipt(receipt.as_deref()).await
             }

@@ -147,10 +147,11 @@ pub(crate) fn routes(
             let sent = state.service.send(request).await;
             if let Ok(SentMessage {
                 publish_error: Some(error),
-                ..
+                message,
             }) = &sent
             {
-                tracing::warn!(%error, "message stored but not published; other instances will backfill it");
+                tracing::warn!(%error, "message stored but not published; delivering it locally, other instances will backfill it");
+                state.gateway.hub.deliver_local(ChatMessagePublish::from(message));
             }
             result(StatusCode::CREATED, sent.map(|s| ChatMessagePublish::from(&s.message)))
         });

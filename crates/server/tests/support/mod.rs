@@ -2,6 +2,8 @@
 //! tokio-tungstenite and our own codec.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

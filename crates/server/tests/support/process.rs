@@ -1,0 +1,91 @@
+//! The real `chat-server` binary as a child process: started with the given environment,
+//! its bound address read from its JSON log, stopped with SIGTERM or killed outright.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `chat-server` on a random port with `env` added to the environment, and waits
+    /// until it listens. Panics with the server's output if it exits first.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CHAT_BIND", "127.0.0.1:0")
+            .env("CHAT_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env("CHAT_SHUTDOWN_GRACE_SECS", "10")
+            .env("CHAT_DRAIN_WINDOW_SECS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the chat-server binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                seen.push(line.clone());
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if event["message"] == "chat-server listening; STOMP over WebSocket at /ws" {
+                    return event["address"].as_str().map(|a| a.parse().unwrap());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            panic!(
+                "chat-server did not start; its output:\n{}",
+                seen.join("\n")
+            )
+        });
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, addr }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, as Kubernetes sends; returns the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("chat-server exits after SIGTERM")
+            .unwrap()
+    }
+
+    /// SIGKILL: a pod that dies without warning.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
