@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_domain::{BusError, BusEvent, BusEvents, ChatMessagePublish, MessageBus};
+use chat_domain::{BusCounters, BusError, BusEvent, BusEvents, ChatMessagePublish, MessageBus};
 use fred::clients::{Client, SubscriberClient};
 use fred::prelude::{ClientLike, EventInterface, Options, PubsubInterface};
 use tokio::sync::broadcast;
@@ -220,6 +220,13 @@ impl MessageBus for RedisBus {
             .await
             .map(drop)
             .map_err(|e| unavailable("PING", &self.state.endpoint, &e))
+    }
+
+    fn counters(&self) -> BusCounters {
+        BusCounters {
+            reconnects: self.reconnects(),
+            decode_failures: self.decode_failures(),
+        }
     }
 }
 

@@ -22,7 +22,9 @@ pub use ids::{MessageId, RoomId, SenderId, Seq};
 pub use message::{
     ChatMessage, ChatMessageRequest, MessageContent, MessageType, NewChatMessage, SenderNickname,
 };
-pub use ports::{BusError, BusEvent, BusEvents, MessageBus, MessageRepository, RepositoryError};
+pub use ports::{
+    BusCounters, BusError, BusEvent, BusEvents, MessageBus, MessageRepository, RepositoryError,
+};
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockMessageBus, MockMessageRepository};
 pub use publish::{BusPayloadError, ChatMessagePublish};

@@ -95,6 +95,15 @@ pub enum BusEvent {
     MayHaveMissedMessages,
 }
 
+/// Counters a bus keeps about its own connection, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusCounters {
+    /// Times the bus lost its connection and reconnected.
+    pub reconnects: u64,
+    /// Received payloads that were not a `ChatMessagePublish` (logged and skipped).
+    pub decode_failures: u64,
+}
+
 /// The stream of a subscription. It ends only when the bus shuts down.
 pub type BusEvents = Pin<Box<dyn Stream<Item = BusEvent> + Send>>;
 
@@ -121,4 +130,9 @@ pub trait MessageBus: Send + Sync + 'static {
     /// # Errors
     /// [`BusError::Unavailable`] saying why not.
     async fn check_health(&self) -> Result<(), BusError>;
+
+    /// Connection counters for metrics; a bus without a connection keeps none.
+    fn counters(&self) -> BusCounters {
+        BusCounters::default()
+    }
 }

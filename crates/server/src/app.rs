@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::gateway::hub::Hub;
 use crate::gateway::session::GatewayContext;
 use crate::http;
+use crate::metrics::{MeasuredBus, MeasuredRepository, Metrics};
 use crate::state::{AppState, DrainSchedule, SessionCount};
 
 /// Why the application could not start. Each message says what to check.
@@ -158,6 +159,17 @@ impl Application {
             address: settings.bind,
             source,
         })?;
+        let metrics = Arc::new(Metrics::new());
+        let adapters = Adapters {
+            repository: Arc::new(MeasuredRepository {
+                inner: adapters.repository,
+                metrics: metrics.clone(),
+            }),
+            bus: Arc::new(MeasuredBus {
+                inner: adapters.bus,
+                metrics: metrics.clone(),
+            }),
+        };
         // Subscribe before accepting anyone, so nothing published after start-up is missed.
         let events = adapters.bus.subscribe().await?;
         let (hub, hub_task) = Hub::spawn(
@@ -165,6 +177,7 @@ impl Application {
             adapters.bus.clone(),
             events,
             settings.outbound_queue,
+            metrics.clone(),
         );
         let (shutdown_sender, shutdown) = watch::channel(false);
         let (stop_listening, mut listening_stopped) = watch::channel(false);
@@ -184,8 +197,9 @@ impl Application {
             instance: instance_id(local_addr),
             shutdown: shutdown.clone(),
             drain: DrainSchedule::new(settings.drain_window(), sessions.clone()),
+            metrics: metrics.clone(),
         });
-        let state = Arc::new(AppState::new(service, gateway, sessions));
+        let state = Arc::new(AppState::new(service, gateway, sessions, metrics));
         // The listener stays open while draining, so probes see 503 and new upgrades get a
         // clear refusal; it closes once the sessions are gone.
         let server = warp::serve(http::routes(state.clone()))

@@ -9,12 +9,14 @@ use chat_domain::ChatService;
 use tokio::sync::Notify;
 
 use crate::gateway::session::GatewayContext;
+use crate::metrics::Metrics;
 
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub(crate) service: ChatService,
     pub(crate) gateway: Arc<GatewayContext>,
     pub(crate) sessions: Arc<SessionCount>,
+    pub(crate) metrics: Arc<Metrics>,
     draining: AtomicBool,
 }
 
@@ -23,11 +25,13 @@ impl AppState {
         service: ChatService,
         gateway: Arc<GatewayContext>,
         sessions: Arc<SessionCount>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             service,
             gateway,
             sessions,
+            metrics,
             draining: AtomicBool::new(false),
         }
     }

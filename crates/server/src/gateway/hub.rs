@@ -21,6 +21,8 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
+
 /// How long a message that arrived ahead of its predecessors waits for them before the gap
 /// is filled from the store. Concurrent senders publish in a racy order, so small reorders
 /// are normal; waiting a few milliseconds saves a store query for each of them.
@@ -176,6 +178,7 @@ pub(crate) struct Hub {
     bus: Arc<dyn MessageBus>,
     rooms: HashMap<RoomId, Vec<Subscriber>>,
     sequencer: RoomSequencer,
+    metrics: Arc<Metrics>,
     /// Per room, messages that arrived before a predecessor, and when to stop waiting.
     ahead: HashMap<RoomId, (Instant, BTreeMap<Seq, ChatMessagePublish>)>,
     held_limit: usize,
@@ -209,6 +212,7 @@ impl Hub {
         bus: Arc<dyn MessageBus>,
         events: BusEvents,
         held_limit: usize,
+        metrics: Arc<Metrics>,
     ) -> (HubHandle, tokio::task::JoinHandle<()>) {
         let (commands, receiver) = mpsc::unbounded_channel();
         let hub = Hub {
@@ -216,6 +220,7 @@ impl Hub {
             bus,
             rooms: HashMap::new(),
             sequencer: RoomSequencer::new(),
+            metrics,
             ahead: HashMap::new(),
             held_limit,
         };
@@ -408,6 +413,7 @@ impl Hub {
             return;
         };
         tracing::debug!(%room, after = last.0, before = first_held.0, "gap in room seq; backfilling from the store");
+        self.metrics.gap_backfills.inc();
         let filled = self.backfill(room, last, Some(first_held)).await;
         if !filled {
             // The store is down: deliver what we have rather than hold it forever. Clients
@@ -432,6 +438,7 @@ impl Hub {
             "the message bus may have dropped messages; backfilling followed rooms from the store"
         );
         for (room, last) in followed {
+            self.metrics.gap_backfills.inc();
             self.backfill(room, last, None).await;
             self.deliver_held_in_order(room);
         }
@@ -479,6 +486,7 @@ impl Hub {
             {
                 continue;
             }
+            self.metrics.messages_delivered.inc();
             match &mut subscriber.held {
                 Some(held) => {
                     held.push(prepared.clone());
@@ -570,6 +578,7 @@ mod tests {
             Arc::new(MockMessageBus::new()),
             Box::pin(stream),
             64,
+            Arc::new(Metrics::new()),
         );
         let (outbox, queue) = Outbox::new(64);
         let key = SubscriptionKey {

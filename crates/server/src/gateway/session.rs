@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use warp::ws::{Message, WebSocket};
 
+use crate::metrics::{CloseReason, Metrics};
 use crate::state::DrainSchedule;
 
 use super::hub::{ConnectionId, HubHandle, Outbound, Outbox, SubscriptionKey, prepare};
@@ -50,6 +51,7 @@ pub(crate) struct GatewayContext {
     pub(crate) instance: String,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) drain: DrainSchedule,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Why the session closes with an ERROR frame.
@@ -59,6 +61,8 @@ enum ProtocolError {
     Decode(#[from] DecodeError),
     #[error("{0}")]
     Violation(String),
+    #[error("no heart-beat or frame from the client within the negotiated interval; closing")]
+    HeartbeatTimeout,
 }
 
 fn violation(message: impl Into<String>) -> ProtocolError {
@@ -87,7 +91,6 @@ struct Session {
     errors_subscription: Option<Arc<str>>,
     sends: FuturesOrdered<PendingSend>,
     error_count: u64,
-    out: Vec<u8>,
 }
 
 /// Runs one session until the client leaves, breaks the protocol, falls too far behind or
@@ -109,8 +112,10 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
         errors_subscription: None,
         sends: FuturesOrdered::new(),
         error_count: 0,
-        out: Vec::with_capacity(4096),
     };
+    let metrics = session.context.metrics.clone();
+    metrics.connections_opened.inc();
+    metrics.connections_current.inc();
     let outbox = session.outbox.clone();
     // Set when the instance drains: until then the session keeps serving as usual.
     let mut reconnect_at: Option<Instant> = None;
@@ -123,23 +128,23 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
             }
             () = async { tokio::time::sleep_until(reconnect_at.unwrap_or_else(Instant::now)).await }, if reconnect_at.is_some() => {
                 let _ = session.send_error("the server is shutting down; reconnect to continue", None).await;
-                break "server shutdown";
+                break CloseReason::ServerShutdown;
             }
             () = outbox.overflowed() => {
                 let _ = session.send_error(
                     "slow consumer: this client fell too far behind and was disconnected; reconnect and resubscribe with x-resume-after to catch up",
                     None,
                 ).await;
-                break "slow consumer";
+                break CloseReason::SlowConsumer;
             }
             Some(item) = queue.recv() => session.write_queued(item, &mut queue).await.map(|()| true),
             incoming = stream.next(), if session.sends.len() < MAX_SENDS_IN_FLIGHT => match incoming {
                 Some(Ok(message)) => session.on_message(message).await,
                 Some(Err(error)) => {
                     tracing::debug!(%error, "websocket read failed");
-                    break "connection lost";
+                    break CloseReason::ConnectionLost;
                 }
-                None => break "client closed",
+                None => break CloseReason::ClientClosed,
             },
             Some((receipt, result)) = session.sends.next(), if !session.sends.is_empty() => {
                 session.on_send_done(receipt, result).await.map(|()| true)
@@ -148,11 +153,14 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
         };
         match step {
             Ok(true) => {}
-            Ok(false) => break "closed by the session",
+            Ok(false) => break CloseReason::ClientClosed,
             Err(error) => {
                 tracing::debug!(%error, "protocol error; closing");
                 let _ = session.send_error(&error.to_string(), None).await;
-                break "protocol error";
+                break match error {
+                    ProtocolError::HeartbeatTimeout => CloseReason::HeartbeatTimeout,
+                    _ => CloseReason::ProtocolError,
+                };
             }
         }
     };
@@ -164,7 +172,16 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
     }
     let _ = session.sink.send(Message::close_with(1000u16, "")).await;
     let _ = session.sink.close().await;
-    tracing::debug!(connection = session.connection.0, reason, "session ended");
+    metrics.connections_current.dec();
+    metrics.connection_closed(reason);
+    metrics
+        .subscriptions_current
+        .dec_by(i64::try_from(session.subscriptions.len()).unwrap_or(0));
+    tracing::debug!(
+        connection = session.connection.0,
+        reason = reason.as_str(),
+        "session ended"
+    );
 }
 
 impl Session {
@@ -196,9 +213,7 @@ impl Session {
                 self.send_raw(chat_stomp::HEARTBEAT_EOL.to_vec()).await?;
                 Ok(true)
             }
-            HeartBeatAction::PeerTimedOut => Err(violation(
-                "no heart-beat or frame from the client within the negotiated interval; closing",
-            )),
+            HeartBeatAction::PeerTimedOut => Err(ProtocolError::HeartbeatTimeout),
         }
     }
 
@@ -209,19 +224,19 @@ impl Session {
         first: Outbound,
         queue: &mut mpsc::Receiver<Outbound>,
     ) -> Result<(), ProtocolError> {
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
+        let mut out = Vec::with_capacity(first.prepared.encoded_len_hint() + 64);
+        let mut frames = 1;
         first
             .prepared
             .write_for_subscription(&first.subscription, &mut out);
         while out.len() < WRITE_BATCH_BYTES {
             let Ok(next) = queue.try_recv() else { break };
+            frames += 1;
             next.prepared
                 .write_for_subscription(&next.subscription, &mut out);
         }
-        let result = self.send_raw(out.clone()).await;
-        self.out = out;
-        result
+        self.context.metrics.frames_sent("MESSAGE", frames);
+        self.send_raw(out).await
     }
 
     async fn send_raw(&mut self, bytes: Vec<u8>) -> Result<(), ProtocolError> {
@@ -244,6 +259,7 @@ impl Session {
     async fn send_frame(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
         let mut bytes = Vec::with_capacity(128 + frame.body.len());
         encode(frame, &mut bytes);
+        self.context.metrics.frames_sent(frame.command.as_str(), 1);
         self.send_raw(bytes).await
     }
 
@@ -332,6 +348,7 @@ impl Session {
     }
 
     async fn on_frame(&mut self, frame: Frame) -> Result<bool, ProtocolError> {
+        self.context.metrics.frame_received(frame.command.as_str());
         let connected = self.version.is_some();
         match frame.command {
             Command::Connect | Command::Stomp if !connected => self.on_connect(&frame).await,
@@ -428,6 +445,7 @@ impl Session {
         }
         if destination == ERRORS_DESTINATION {
             self.subscriptions.insert(id.clone(), Target::Errors);
+            self.context.metrics.subscriptions_current.inc();
             self.errors_subscription = Some(id);
             return self.send_receipt(receipt).await;
         }
@@ -473,6 +491,7 @@ impl Session {
             }
             Ok(subscribed) => {
                 self.subscriptions.insert(id.clone(), Target::Room);
+                self.context.metrics.subscriptions_current.inc();
                 // The RECEIPT says "subscribed"; the replayed history follows it, then live.
                 let receipted = self.send_receipt(receipt).await;
                 if let (Some(after), Some(until)) = (resume_after, subscribed.replay_until) {
@@ -515,6 +534,9 @@ impl Session {
                 prepare(&ChatMessagePublish::from(message))
                     .write_for_subscription(subscription, &mut out);
             }
+            let frames = page.len() as u64;
+            self.context.metrics.frames_sent("MESSAGE", frames);
+            self.context.metrics.messages_delivered.inc_by(frames);
             if self.send_raw(out).await.is_err() {
                 break;
             }
@@ -525,6 +547,7 @@ impl Session {
     async fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
         let id = Self::required(frame, "id")?;
         if let Some((id, target)) = self.subscriptions.remove_entry(id) {
+            self.context.metrics.subscriptions_current.dec();
             match target {
                 Target::Room => self.context.hub.unsubscribe(SubscriptionKey {
                     connection: self.connection,
@@ -539,7 +562,9 @@ impl Session {
     async fn on_send(&mut self, frame: Frame) -> Result<(), ProtocolError> {
         let destination = Self::required(&frame, "destination")?;
         let receipt = frame.header("receipt").map(str::to_owned);
+        self.context.metrics.messages_received.inc();
         if destination != SEND_DESTINATION {
+            self.context.metrics.rejected("UNKNOWN_DESTINATION");
             let message =
                 format!("cannot send to {destination:?}: chat messages go to {SEND_DESTINATION}");
             return self
@@ -578,6 +603,7 @@ impl Session {
                 self.send_receipt(receipt.as_deref()).await
             }
             Err(error) => {
+                self.context.metrics.rejected(error.code());
                 if matches!(error, ChatError::StoreUnavailable(_)) {
                     tracing::warn!(%error, "a SEND could not be stored");
                 }

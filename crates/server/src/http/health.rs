@@ -1,5 +1,6 @@
-//! `/health/live` (the process answers) and `/health/ready` (PostgreSQL and the bus answer
-//! and the instance is not draining), for Kubernetes probes and load balancers.
+//! `/health/live` (the process answers), `/health/ready` (PostgreSQL and the bus answer and
+//! the instance is not draining), for Kubernetes probes and load balancers, and `/metrics`
+//! for Prometheus.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +21,20 @@ pub(crate) fn routes(
     let live = warp::path!("health" / "live")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "live"})).into_response());
+    let ready_state = state.clone();
     let ready = warp::path!("health" / "ready")
         .and(warp::get())
-        .then(move || ready(state.clone()));
-    live.or(ready).unify()
+        .then(move || ready(ready_state.clone()));
+    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        let text = state.metrics.render(state.service.bus().as_ref());
+        warp::reply::with_header(
+            text,
+            "content-type",
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )
+        .into_response()
+    });
+    live.or(ready).unify().or(metrics).unify()
 }
 
 async fn ready(state: Arc<AppState>) -> Response {

@@ -131,9 +131,13 @@ pub(crate) fn routes(
         .and(warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes()))
         .and(state)
         .then(|id: i64, body: bytes::Bytes, state: Arc<AppState>| async move {
+            state.metrics.messages_received.inc();
             let mut request = match ChatMessageRequest::from_json(&body) {
                 Ok(request) => request,
-                Err(error) => return invalid(error),
+                Err(error) => {
+                    state.metrics.rejected(error.code());
+                    return invalid(error);
+                }
             };
             // The path names the room; a body that names another one is a mistake to report.
             match request.chat_room_id {
@@ -152,6 +156,9 @@ pub(crate) fn routes(
             {
                 tracing::warn!(%error, "message stored but not published; delivering it locally, other instances will backfill it");
                 state.gateway.hub.deliver_local(ChatMessagePublish::from(message));
+            }
+            if let Err(error) = &sent {
+                state.metrics.rejected(error.code());
             }
             result(StatusCode::CREATED, sent.map(|s| ChatMessagePublish::from(&s.message)))
         });

@@ -1,0 +1,321 @@
+//! Prometheus metrics of one instance, and the decorators that measure the store and the
+//! bus from the outside, so the domain stays free of instrumentation.
+//!
+//! Everything lives in one [`Metrics`] value per application (no global registry), so
+//! several applications in one test process count separately.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chat_domain::{
+    BusError, BusEvents, ChatMessage, ChatMessagePublish, HistoryQuery, MessageBus,
+    MessageRepository, NewChatMessage, RepositoryError, Room, RoomId, RoomName,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Label = [(&'static str, &'static str); 1];
+
+/// Why a connection ended, as the `reason` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    ClientClosed,
+    ProtocolError,
+    SlowConsumer,
+    HeartbeatTimeout,
+    ServerShutdown,
+    ConnectionLost,
+}
+
+impl CloseReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::ProtocolError => "protocol_error",
+            Self::SlowConsumer => "slow_consumer",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::ServerShutdown => "server_shutdown",
+            Self::ConnectionLost => "connection_lost",
+        }
+    }
+}
+
+/// Every metric of the instance.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) connections_current: Gauge,
+    pub(crate) connections_opened: Counter,
+    pub(crate) connections_closed: Family<Label, Counter>,
+    pub(crate) subscriptions_current: Gauge,
+    pub(crate) frames_received: Family<Label, Counter>,
+    pub(crate) frames_sent: Family<Label, Counter>,
+    pub(crate) messages_received: Counter,
+    pub(crate) messages_rejected: Family<Label, Counter>,
+    pub(crate) messages_stored: Counter,
+    pub(crate) messages_published: Counter,
+    pub(crate) publish_failures: Counter,
+    pub(crate) messages_delivered: Counter,
+    pub(crate) store_latency: Histogram,
+    pub(crate) publish_latency: Histogram,
+    bus_reconnects: Counter,
+    bus_decode_failures: Counter,
+    pub(crate) slow_consumer_disconnects: Counter,
+    pub(crate) gap_backfills: Counter,
+}
+
+/// Latency buckets from 100 µs to about 6.5 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut metrics = Self {
+            registry: Registry::default(),
+            connections_current: Gauge::default(),
+            connections_opened: Counter::default(),
+            connections_closed: Family::default(),
+            subscriptions_current: Gauge::default(),
+            frames_received: Family::default(),
+            frames_sent: Family::default(),
+            messages_received: Counter::default(),
+            messages_rejected: Family::default(),
+            messages_stored: Counter::default(),
+            messages_published: Counter::default(),
+            publish_failures: Counter::default(),
+            messages_delivered: Counter::default(),
+            store_latency: latency_histogram(),
+            publish_latency: latency_histogram(),
+            bus_reconnects: Counter::default(),
+            bus_decode_failures: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            gap_backfills: Counter::default(),
+        };
+        let r = &mut metrics.registry;
+        // prometheus-client appends `_total` to counters.
+        r.register(
+            "chat_connections_current",
+            "Open STOMP connections",
+            metrics.connections_current.clone(),
+        );
+        r.register(
+            "chat_connections_opened",
+            "STOMP connections accepted",
+            metrics.connections_opened.clone(),
+        );
+        r.register(
+            "chat_connections_closed",
+            "STOMP connections ended, by reason",
+            metrics.connections_closed.clone(),
+        );
+        r.register(
+            "chat_subscriptions_current",
+            "Active subscriptions (rooms and error queues)",
+            metrics.subscriptions_current.clone(),
+        );
+        r.register(
+            "chat_frames_received",
+            "STOMP frames received, by command",
+            metrics.frames_received.clone(),
+        );
+        r.register(
+            "chat_frames_sent",
+            "STOMP frames sent, by command",
+            metrics.frames_sent.clone(),
+        );
+        r.register(
+            "chat_messages_received",
+            "Chat messages received over STOMP or REST",
+            metrics.messages_received.clone(),
+        );
+        r.register(
+            "chat_messages_rejected",
+            "Chat messages refused, by error code",
+            metrics.messages_rejected.clone(),
+        );
+        r.register(
+            "chat_messages_stored",
+            "Chat messages durably stored",
+            metrics.messages_stored.clone(),
+        );
+        r.register(
+            "chat_messages_published",
+            "Chat messages handed to the bus",
+            metrics.messages_published.clone(),
+        );
+        r.register(
+            "chat_publish_failures",
+            "Stored messages the bus did not take",
+            metrics.publish_failures.clone(),
+        );
+        r.register(
+            "chat_messages_delivered",
+            "MESSAGE frames queued to subscribers",
+            metrics.messages_delivered.clone(),
+        );
+        r.register(
+            "chat_store_latency_seconds",
+            "Time to store one message (until committed)",
+            metrics.store_latency.clone(),
+        );
+        r.register(
+            "chat_publish_latency_seconds",
+            "Time to publish one message to the bus",
+            metrics.publish_latency.clone(),
+        );
+        r.register(
+            "chat_bus_reconnects",
+            "Reconnects of the bus connections",
+            metrics.bus_reconnects.clone(),
+        );
+        r.register(
+            "chat_bus_decode_failures",
+            "Bus payloads that could not be decoded",
+            metrics.bus_decode_failures.clone(),
+        );
+        r.register(
+            "chat_slow_consumer_disconnects",
+            "Clients disconnected for falling behind",
+            metrics.slow_consumer_disconnects.clone(),
+        );
+        r.register(
+            "chat_gap_backfills",
+            "Gaps in a room's seq filled from the store",
+            metrics.gap_backfills.clone(),
+        );
+        metrics
+    }
+
+    pub(crate) fn frame_received(&self, command: &'static str) {
+        self.frames_received
+            .get_or_create(&[("command", command)])
+            .inc();
+    }
+
+    pub(crate) fn frames_sent(&self, command: &'static str, count: u64) {
+        self.frames_sent
+            .get_or_create(&[("command", command)])
+            .inc_by(count);
+    }
+
+    pub(crate) fn rejected(&self, code: &'static str) {
+        self.messages_rejected
+            .get_or_create(&[("code", code)])
+            .inc();
+    }
+
+    pub(crate) fn connection_closed(&self, reason: CloseReason) {
+        self.connections_closed
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc();
+        if reason == CloseReason::SlowConsumer {
+            self.slow_consumer_disconnects.inc();
+        }
+    }
+
+    /// The Prometheus text exposition, with the bus's own counters brought up to date.
+    pub(crate) fn render(&self, bus: &dyn MessageBus) -> String {
+        let counters = bus.counters();
+        self.bus_reconnects.inc_by(
+            counters
+                .reconnects
+                .saturating_sub(self.bus_reconnects.get()),
+        );
+        self.bus_decode_failures.inc_by(
+            counters
+                .decode_failures
+                .saturating_sub(self.bus_decode_failures.get()),
+        );
+        let mut text = String::new();
+        if let Err(error) =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+        {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+/// Measures a repository: store latency and stored messages.
+pub(crate) struct MeasuredRepository {
+    pub(crate) inner: Arc<dyn MessageRepository>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl MessageRepository for MeasuredRepository {
+    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError> {
+        self.inner.create_room(name).await
+    }
+
+    async fn find_room(&self, id: RoomId) -> Result<Option<Room>, RepositoryError> {
+        self.inner.find_room(id).await
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError> {
+        self.inner.list_rooms().await
+    }
+
+    async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError> {
+        let started = Instant::now();
+        let stored = self.inner.append(message).await;
+        self.metrics
+            .store_latency
+            .observe(started.elapsed().as_secs_f64());
+        if stored.is_ok() {
+            self.metrics.messages_stored.inc();
+        }
+        stored
+    }
+
+    async fn history(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<Vec<ChatMessage>, RepositoryError> {
+        self.inner.history(room, query).await
+    }
+
+    async fn check_health(&self) -> Result<(), RepositoryError> {
+        self.inner.check_health().await
+    }
+}
+
+/// Measures a bus: publish latency, published messages and failures.
+pub(crate) struct MeasuredBus {
+    pub(crate) inner: Arc<dyn MessageBus>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl MessageBus for MeasuredBus {
+    async fn publish(&self, message: &ChatMessagePublish) -> Result<(), BusError> {
+        let started = Instant::now();
+        let published = self.inner.publish(message).await;
+        self.metrics
+            .publish_latency
+            .observe(started.elapsed().as_secs_f64());
+        match published {
+            Ok(()) => self.metrics.messages_published.inc(),
+            Err(_) => self.metrics.publish_failures.inc(),
+        };
+        published
+    }
+
+    async fn subscribe(&self) -> Result<BusEvents, BusError> {
+        self.inner.subscribe().await
+    }
+
+    async fn check_health(&self) -> Result<(), BusError> {
+        self.inner.check_health().await
+    }
+
+    fn counters(&self) -> chat_domain::BusCounters {
+        self.inner.counters()
+    }
+}
