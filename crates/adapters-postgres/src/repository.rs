@@ -159,11 +159,6 @@ impl Shared {
 #[async_trait]
 impl MessageRepository for PostgresRepository {
     async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError> {
-        if name.as_str().contains('\0') {
-            return Err(RepositoryError::Unavailable(
-                "PostgreSQL cannot store a room name containing a NUL character (U+0000)".into(),
-            ));
-        }
         self.shared
             .bounded(async {
                 let mut conn = self.shared.connection().await?;
@@ -191,7 +186,6 @@ impl MessageRepository for PostgresRepository {
     }
 
     async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError> {
-        store::check_storable(&message)?;
         match &self.appends {
             Appends::OnePerTransaction => {
                 let mut outcomes = self

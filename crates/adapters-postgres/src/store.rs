@@ -350,16 +350,3 @@ impl<'a> InsertColumns<'a> {
         self.message_types.push(message.message_type.as_str());
     }
 }
-
-/// PostgreSQL `text` cannot hold U+0000; such a message would fail the whole batch it
-/// rides in, so it is refused on its own before it joins one.
-pub(crate) fn check_storable(message: &NewChatMessage) -> Result<(), RepositoryError> {
-    if message.content.as_str().contains('\0') || message.sender_nickname.as_str().contains('\0') {
-        return Err(RepositoryError::Unavailable(
-            "PostgreSQL cannot store text containing a NUL character (U+0000); the message \
-             was not stored, remove the character and send it again"
-                .into(),
-        ));
-    }
-    Ok(())
-}

@@ -150,31 +150,6 @@ async fn an_unknown_room_in_a_batch_does_not_fail_the_other_rooms_messages() {
     assert_eq!(seqs, one_to(150));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_message_postgres_cannot_store_is_refused_alone() {
-    let fixture = Fixture::new().await;
-    let repository = fixture.repository.as_ref();
-    let target = room(repository, "nul").await;
-
-    let sends = (0..50).map(|i| {
-        let content = if i == 25 {
-            "bad\0byte".to_owned()
-        } else {
-            format!("m{i}")
-        };
-        async move { repository.append(message(target, &content)).await }
-    });
-    let outcomes = join_all(sends).await;
-
-    let refused: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
-    assert_eq!(refused.len(), 1, "{refused:?}");
-    assert!(
-        matches!(refused[0], Err(RepositoryError::Unavailable(why)) if why.contains("NUL")),
-        "{refused:?}"
-    );
-    assert_eq!(stored_seqs(repository, target).await, one_to(49));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_transaction_gives_its_seqs_back_and_the_unique_key_catches_a_duplicate() {
     let fixture = Fixture::new().await;
