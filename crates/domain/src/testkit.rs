@@ -1,7 +1,7 @@
 //! The port contract suite: what every [`MessageRepository`] and [`MessageBus`] must do.
 //! Each adapter runs it against the real thing with one line:
 //!
-//! ```ignore
+//! ```text
 //! chat_domain::repository_contract_tests!(async { my_fresh_repository().await });
 //! chat_domain::bus_contract_tests!(async { my_fresh_bus().await });
 //! ```
