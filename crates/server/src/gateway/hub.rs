@@ -176,7 +176,12 @@ struct Subscriber {
 pub(crate) struct Hub {
     repository: Arc<dyn MessageRepository>,
     bus: Arc<dyn MessageBus>,
-    rooms: HashMap<RoomId, Vec<Subscriber>>,
+    /// Local subscribers by room, keyed so one leaves in O(1) however full the room is.
+    rooms: HashMap<RoomId, HashMap<SubscriptionKey, Subscriber>>,
+    /// Which room each subscription is in, and each connection's subscriptions, so an
+    /// unsubscribe or a disconnect never scans every room.
+    subscription_rooms: HashMap<SubscriptionKey, RoomId>,
+    connection_subscriptions: HashMap<ConnectionId, Vec<SubscriptionKey>>,
     sequencer: RoomSequencer,
     metrics: Arc<Metrics>,
     /// Per room, messages that arrived before a predecessor, and when to stop waiting.
@@ -219,6 +224,8 @@ impl Hub {
             repository,
             bus,
             rooms: HashMap::new(),
+            subscription_rooms: HashMap::new(),
+            connection_subscriptions: HashMap::new(),
             sequencer: RoomSequencer::new(),
             metrics,
             ahead: HashMap::new(),
@@ -280,8 +287,21 @@ impl Hub {
             }
             Command::CaughtUp(key) => self.release_held(&key),
             Command::Local(message) => self.on_message(message).await,
-            Command::Unsubscribe(key) => self.remove(|s| s.key == key),
-            Command::Disconnect(connection) => self.remove(|s| s.key.connection == connection),
+            Command::Unsubscribe(key) => {
+                if let Some(keys) = self.connection_subscriptions.get_mut(&key.connection) {
+                    keys.retain(|k| k != &key);
+                }
+                self.remove(&key);
+            }
+            Command::Disconnect(connection) => {
+                for key in self
+                    .connection_subscriptions
+                    .remove(&connection)
+                    .unwrap_or_default()
+                {
+                    self.remove(&key);
+                }
+            }
         }
     }
 
@@ -301,24 +321,33 @@ impl Hub {
         }
         let last = self.sequencer.last_delivered(room).unwrap_or(Seq(0));
         let replay_until = resume_after.filter(|after| *after < last).map(|_| last);
+        // The session refuses a duplicate id, so an existing key can only be a leftover.
+        self.remove(&key);
+        self.subscription_rooms.insert(key.clone(), room);
+        self.connection_subscriptions
+            .entry(key.connection)
+            .or_default()
+            .push(key.clone());
         let subscribers = self.rooms.entry(room).or_default();
-        subscribers.retain(|s| s.key != key);
-        subscribers.push(Subscriber {
-            key,
-            outbox,
-            skip_through: resume_after.map_or(last, |after| after.max(Seq(0))),
-            held: replay_until.map(|_| Vec::new()),
-            held_limit: self.held_limit,
-        });
+        subscribers.insert(
+            key.clone(),
+            Subscriber {
+                key,
+                outbox,
+                skip_through: resume_after.map_or(last, |after| after.max(Seq(0))),
+                held: replay_until.map(|_| Vec::new()),
+                held_limit: self.held_limit,
+            },
+        );
         Ok(Subscribed { replay_until })
     }
 
     fn release_held(&mut self, key: &SubscriptionKey) {
         let Some(subscriber) = self
-            .rooms
-            .values_mut()
-            .flat_map(|subs| subs.iter_mut())
-            .find(|s| &s.key == key)
+            .subscription_rooms
+            .get(key)
+            .and_then(|room| self.rooms.get_mut(room))
+            .and_then(|subscribers| subscribers.get_mut(key))
         else {
             return;
         };
@@ -330,15 +359,19 @@ impl Hub {
         }
     }
 
-    fn remove(&mut self, leaving: impl Fn(&Subscriber) -> bool) {
-        self.rooms.retain(|room, subscribers| {
-            subscribers.retain(|s| !leaving(s));
+    /// Removes one subscription; the last one of a room stops following the room.
+    fn remove(&mut self, key: &SubscriptionKey) {
+        let Some(room) = self.subscription_rooms.remove(key) else {
+            return;
+        };
+        if let Some(subscribers) = self.rooms.get_mut(&room) {
+            subscribers.remove(key);
             if subscribers.is_empty() {
-                self.sequencer.forget(*room);
-                self.ahead.remove(room);
+                self.rooms.remove(&room);
+                self.sequencer.forget(room);
+                self.ahead.remove(&room);
             }
-            !subscribers.is_empty()
-        });
+        }
     }
 
     async fn on_message(&mut self, message: ChatMessagePublish) {
@@ -479,7 +512,7 @@ impl Hub {
             return;
         };
         let prepared = prepare(message);
-        for subscriber in subscribers {
+        for subscriber in subscribers.values_mut() {
             if message
                 .seq
                 .is_some_and(|seq| seq <= subscriber.skip_through)
@@ -647,5 +680,28 @@ mod tests {
         events.send(published(7)).unwrap();
         events.send(published(11)).unwrap();
         assert_eq!(next_seq(&mut queue).await, 11);
+    }
+
+    #[tokio::test]
+    async fn after_unsubscribe_or_disconnect_a_connection_receives_nothing_more() {
+        let (events, mut queue, hub) = hub_with_subscriber(repository_with_room(0)).await;
+        let (second_outbox, mut second_queue) = Outbox::new(64);
+        let second = SubscriptionKey {
+            connection: ConnectionId(2),
+            id: Arc::from("s"),
+        };
+        hub.subscribe(second.clone(), ROOM, second_outbox, None)
+            .await
+            .unwrap();
+        events.send(published(1)).unwrap();
+        assert_eq!(next_seq(&mut queue).await, 1);
+        assert_eq!(next_seq(&mut second_queue).await, 1);
+
+        hub.disconnect(ConnectionId(1));
+        hub.unsubscribe(second);
+        events.send(published(2)).unwrap();
+        tokio::time::sleep(REORDER_WINDOW * 2).await;
+        assert!(queue.try_recv().is_err());
+        assert!(second_queue.try_recv().is_err());
     }
 }
