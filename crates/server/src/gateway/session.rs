@@ -93,6 +93,9 @@ struct Session {
     error_count: u64,
 }
 
+/// How long a closing session waits for the client's Close reply.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
 /// Runs one session until the client leaves, breaks the protocol, falls too far behind or
 /// the instance shuts down.
 pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connection: ConnectionId) {
@@ -171,6 +174,18 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
         let _ = session.on_send_done(receipt, result).await;
     }
     let _ = session.sink.send(Message::close_with(1000u16, "")).await;
+    // Lingering close: read (and drop) what the client still sends until its Close reply,
+    // for a bounded time. Dropping the socket with unread input makes the kernel answer with
+    // a TCP RST, and the client's kernel then discards the ERROR, RECEIPTs and Close frame
+    // it has not read yet.
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
     let _ = session.sink.close().await;
     metrics.connections_current.dec();
     metrics.connection_closed(reason);
