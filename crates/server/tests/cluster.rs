@@ -13,21 +13,38 @@ use chat_adapters_redis::{RedisBus, RedisConfig};
 use chat_domain::{HistoryLimit, HistoryQuery, MessageRepository, RoomId};
 use chat_server::Adapters;
 use chat_test_support::postgres::{TestDatabase, fresh_database};
-use chat_test_support::redis::{ThrowawayRedis, redis_url, unique_channel};
+use chat_test_support::redis::{TestRedis, ThrowawayRedis, redis_url, unique_channel};
 use support::process::ServerProcess;
 use support::{StompClient, chat_json, spawn_app_with, test_settings};
 
-async fn create_room(server: &ServerProcess, name: &str) -> i64 {
-    let room: serde_json::Value = reqwest::Client::new()
-        .post(server.http("/api/chatrooms"))
-        .json(&serde_json::json!({ "name": name }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    room["id"].as_i64().unwrap()
+/// One PostgreSQL database and one Redis channel of this test alone, shared by the
+/// instances it starts, as a deployment's replicas share theirs.
+struct Backends {
+    database: TestDatabase,
+    redis: TestRedis,
+    channel: String,
+}
+
+impl Backends {
+    async fn new() -> Self {
+        Self {
+            database: fresh_database().await,
+            redis: redis_url().await,
+            channel: unique_channel("chat-test"),
+        }
+    }
+
+    fn env(&self) -> [(&str, &str); 3] {
+        [
+            ("DATABASE_URL", self.database.url()),
+            ("REDIS_URL", self.redis.url()),
+            ("CHAT_REDIS_CHANNEL", self.channel.as_str()),
+        ]
+    }
+
+    async fn start_instance(&self) -> ServerProcess {
+        ServerProcess::start(&self.env()).await
+    }
 }
 
 async fn stored_contents(database: &TestDatabase, room: i64) -> Vec<String> {
@@ -46,17 +63,10 @@ async fn stored_contents(database: &TestDatabase, room: i64) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_on_instance_a_reaches_a_client_on_instance_b_and_is_stored() {
-    let database = fresh_database().await;
-    let redis = redis_url().await;
-    let channel = unique_channel("chat-test");
-    let env = [
-        ("DATABASE_URL", database.url()),
-        ("REDIS_URL", redis.url()),
-        ("CHAT_REDIS_CHANNEL", channel.as_str()),
-    ];
-    let instance_a = ServerProcess::start(&env).await;
-    let instance_b = ServerProcess::start(&env).await;
-    let room = create_room(&instance_a, "two pods").await;
+    let backends = Backends::new().await;
+    let instance_a = backends.start_instance().await;
+    let instance_b = backends.start_instance().await;
+    let room = instance_a.create_room("two pods").await;
 
     let mut client_a = StompClient::connect(&instance_a.ws_url()).await;
     let mut client_b = StompClient::connect(&instance_b.ws_url()).await;
@@ -84,7 +94,7 @@ async fn a_message_sent_on_instance_a_reaches_a_client_on_instance_b_and_is_stor
     assert!(on_b["messageId"].is_i64() && on_b["createdAt"].is_string());
 
     assert_eq!(
-        stored_contents(&database, room).await,
+        stored_contents(&backends.database, room).await,
         vec!["hello from pod A"]
     );
     assert_eq!(instance_a.terminate().await.code(), Some(0));
@@ -99,21 +109,18 @@ async fn sixty_clients_on_three_instances_each_see_their_room_exactly_once_in_or
     const CLIENTS: usize = 60;
     const ROOMS: usize = 6;
     const PER_CLIENT: usize = 20;
-    let database = fresh_database().await;
-    let redis = redis_url().await;
-    let channel = unique_channel("chat-test");
-    let env = [
-        ("DATABASE_URL", database.url()),
-        ("REDIS_URL", redis.url()),
-        ("CHAT_REDIS_CHANNEL", channel.as_str()),
-    ];
+    let backends = Backends::new().await;
     let mut instances = Vec::new();
     for _ in 0..INSTANCES {
-        instances.push(ServerProcess::start(&env).await);
+        instances.push(backends.start_instance().await);
     }
     let mut rooms = Vec::new();
     for r in 0..ROOMS {
-        rooms.push(create_room(&instances[r % INSTANCES], &format!("room {r}")).await);
+        rooms.push(
+            instances[r % INSTANCES]
+                .create_room(&format!("room {r}"))
+                .await,
+        );
     }
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
@@ -175,7 +182,7 @@ async fn sixty_clients_on_three_instances_each_see_their_room_exactly_once_in_or
     assert_eq!(per_room.len(), ROOMS);
     for room in rooms {
         assert_eq!(
-            stored_contents(&database, room).await.len(),
+            stored_contents(&backends.database, room).await.len(),
             expected_per_room.min(200)
         );
     }
@@ -185,16 +192,9 @@ async fn sixty_clients_on_three_instances_each_see_their_room_exactly_once_in_or
 /// subscribers, so Java and Rust replicas can run side by side during a migration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_published_by_the_spring_service_reaches_stomp_subscribers() {
-    let database = fresh_database().await;
-    let redis = redis_url().await;
-    let channel = unique_channel("chat-test");
-    let env = [
-        ("DATABASE_URL", database.url()),
-        ("REDIS_URL", redis.url()),
-        ("CHAT_REDIS_CHANNEL", channel.as_str()),
-    ];
-    let server = ServerProcess::start(&env).await;
-    let room = create_room(&server, "migration").await;
+    let backends = Backends::new().await;
+    let server = backends.start_instance().await;
+    let room = server.create_room("migration").await;
     let mut client = StompClient::connect(&server.ws_url()).await;
     client
         .subscribe("s", &format!("/topic/chatroom/{room}"))
@@ -207,7 +207,13 @@ async fn a_message_published_by_the_spring_service_reaches_stomp_subscribers() {
     );
     let payload = serde_json::to_string(&inner).unwrap();
     let published = tokio::process::Command::new("redis-cli")
-        .args(["-u", redis.url(), "PUBLISH", &channel, &payload])
+        .args([
+            "-u",
+            backends.redis.url(),
+            "PUBLISH",
+            &backends.channel,
+            &payload,
+        ])
         .output()
         .await
         .expect("redis-cli is installed with redis-server");

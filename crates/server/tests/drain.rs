@@ -422,16 +422,7 @@ async fn connect_through_url(url: &str) -> (StompClient, u16) {
 }
 
 async fn create_room(balancer: &LoadBalancer) -> i64 {
-    let response = reqwest::Client::new()
-        .post(balancer.http("/api/chatrooms"))
-        .json(&serde_json::json!({ "name": "drain" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap()
+    support::create_room_at(&balancer.http(""), "drain").await
 }
 
 /// The room's whole history as (seq, content), paging through the REST API.

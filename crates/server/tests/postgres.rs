@@ -19,17 +19,7 @@ async fn messages_survive_a_killed_server_process() {
     let database = fresh_database().await;
     let env = [("DATABASE_URL", database.url())];
     let first = ServerProcess::start(&env).await;
-    let http = reqwest::Client::new();
-    let room: serde_json::Value = http
-        .post(first.http("/api/chatrooms"))
-        .json(&serde_json::json!({"name": "durable"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let room = room["id"].as_i64().unwrap();
+    let room = first.create_room("durable").await;
     let mut client = StompClient::connect(&first.ws_url()).await;
     for n in 1..=20 {
         client
@@ -43,14 +33,7 @@ async fn messages_survive_a_killed_server_process() {
     first.kill().await;
 
     let second = ServerProcess::start(&env).await;
-    let history: Vec<serde_json::Value> = http
-        .get(second.http(&format!("/api/chatrooms/{room}/messages?limit=200")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = second.history(room).await;
     let contents: Vec<_> = history
         .iter()
         .map(|m| m["content"].as_str().unwrap())

@@ -34,22 +34,32 @@ impl TestApp {
     }
 
     pub async fn create_room(&self, name: &str) -> i64 {
-        let response = reqwest::Client::new()
-            .post(self.http("/api/chatrooms"))
-            .json(&serde_json::json!({ "name": name }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        response.json::<serde_json::Value>().await.unwrap()["id"]
-            .as_i64()
-            .unwrap()
+        create_room_at(&self.http(""), name).await
     }
 
     pub async fn history(&self, room: i64) -> Vec<serde_json::Value> {
-        let url = self.http(&format!("/api/chatrooms/{room}/messages?limit=200"));
-        reqwest::get(url).await.unwrap().json().await.unwrap()
+        history_at(&self.http(""), room).await
     }
+}
+
+/// Creates a room through the REST API of the server at `base` (`http://host:port`).
+pub async fn create_room_at(base: &str, name: &str) -> i64 {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/chatrooms"))
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// The newest 200 messages of a room through the REST API of the server at `base`.
+pub async fn history_at(base: &str, room: i64) -> Vec<serde_json::Value> {
+    let url = format!("{base}/api/chatrooms/{room}/messages?limit=200");
+    reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
 /// Settings for tests: port 0, quick heart-beats, the rest as in production.

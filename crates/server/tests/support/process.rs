@@ -70,6 +70,14 @@ impl ServerProcess {
         format!("http://{}{path}", self.addr)
     }
 
+    pub async fn create_room(&self, name: &str) -> i64 {
+        super::create_room_at(&self.http(""), name).await
+    }
+
+    pub async fn history(&self, room: i64) -> Vec<serde_json::Value> {
+        super::history_at(&self.http(""), room).await
+    }
+
     /// SIGTERM, as Kubernetes sends; returns the exit status.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();
