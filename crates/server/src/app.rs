@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 use crate::config::Settings;
 use crate::gateway::hub::Hub;
 use crate::gateway::session::GatewayContext;
-use crate::http;
 use crate::metrics::{MeasuredBus, MeasuredRepository, Metrics};
 use crate::state::{AppState, DrainSchedule, SessionCount};
 
@@ -180,7 +179,7 @@ impl Application {
             metrics.clone(),
         );
         let (shutdown_sender, shutdown) = watch::channel(false);
-        let (stop_listening, mut listening_stopped) = watch::channel(false);
+        let (stop_listening, listening_stopped) = watch::channel(false);
         let sessions = Arc::new(SessionCount::default());
         let service = ChatService::new(adapters.repository, adapters.bus);
         let gateway = Arc::new(GatewayContext {
@@ -202,15 +201,11 @@ impl Application {
         let state = Arc::new(AppState::new(service, gateway, sessions, metrics));
         // The listener stays open while draining, so probes see 503 and new upgrades get a
         // clear refusal; it closes once the sessions are gone.
-        let server = warp::serve(http::routes(state.clone()))
-            .incoming(listener)
-            .graceful(async move {
-                let _ = listening_stopped
-                    .wait_for(|stopped| *stopped)
-                    .await
-                    .map(|_| ());
-            });
-        let server = tokio::spawn(server.run());
+        let server = tokio::spawn(crate::listener::serve(
+            listener,
+            state.clone(),
+            listening_stopped,
+        ));
         tracing::info!(address = %local_addr, "chat-server listening; STOMP over WebSocket at /ws");
         Ok(Self {
             local_addr,

@@ -9,6 +9,7 @@ mod app;
 pub mod config;
 mod gateway;
 mod http;
+mod listener;
 mod metrics;
 pub mod shutdown;
 mod state;

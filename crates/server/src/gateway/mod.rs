@@ -1,6 +1,9 @@
-//! The WebSocket STOMP gateway: `GET /ws`, subprotocol negotiation (warp does not do it,
-//! and browsers abort the handshake without it), then one [`session`] per connection fed by
-//! the [`hub`].
+//! The WebSocket STOMP gateway: the `GET /ws` upgrade, subprotocol negotiation (browsers
+//! abort the handshake without it), then one [`session`] per connection fed by the [`hub`].
+//!
+//! The upgrade is done here on hyper directly rather than with `warp::ws`, because warp
+//! cannot set tungstenite's read buffer: its 128 KiB default is zero-filled on every read
+//! poll and stays resident per connection (docs/benchmarks.md measures both).
 
 pub(crate) mod hub;
 pub(crate) mod session;
@@ -8,37 +11,84 @@ pub(crate) mod session;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use warp::Filter;
-use warp::http::StatusCode;
-use warp::reply::Reply;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use warp::http::{HeaderValue, Request, StatusCode, header};
+use warp::reply::{Reply, Response};
 
 use crate::http::problem;
 use crate::state::AppState;
 use hub::ConnectionId;
 
+/// The path of the STOMP endpoint.
+pub(crate) const PATH: &str = "/ws";
+
 /// Largest WebSocket message accepted. Above the STOMP frame limit on purpose, so that an
 /// oversized frame reaches the decoder and gets a proper ERROR frame rather than a bare
 /// WebSocket close.
 const MAX_WEBSOCKET_MESSAGE: usize = 1024 * 1024;
+/// Read buffer per connection. Client frames are small (SENDs of a few hundred bytes,
+/// heart-beats); a bigger frame is simply read in several steps.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes written per socket write before tungstenite flushes; frames are batched by the
+/// session already.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-pub(crate) fn route(
-    state: Arc<AppState>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    warp::path("ws")
-        .and(warp::path::end())
-        .and(warp::get())
-        .and(warp::header::optional::<String>("sec-websocket-protocol"))
-        .and(warp::ws())
-        .map(move |offered: Option<String>, ws: warp::ws::Ws| upgrade(&state, offered, ws))
+fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WEBSOCKET_MESSAGE * 4)
+        .max_message_size(Some(MAX_WEBSOCKET_MESSAGE))
+        .max_frame_size(Some(MAX_WEBSOCKET_MESSAGE))
 }
 
-fn upgrade(
-    state: &Arc<AppState>,
-    offered: Option<String>,
-    ws: warp::ws::Ws,
-) -> warp::reply::Response {
+fn header_has_token(request: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    request
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|part| part.trim().eq_ignore_ascii_case(token))
+}
+
+/// Answers a request for [`PATH`]: a WebSocket upgrade that becomes a STOMP session, or a
+/// problem+json saying why not.
+pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
+    let is_upgrade = request.method() == warp::http::Method::GET
+        && header_has_token(&request, header::CONNECTION, "upgrade")
+        && header_has_token(&request, header::UPGRADE, "websocket");
+    let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let (true, Some(key)) = (is_upgrade, key) else {
+        return problem::response(
+            StatusCode::BAD_REQUEST,
+            "NOT_A_WEBSOCKET_UPGRADE",
+            "GET /ws with a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Key) and Sec-WebSocket-Protocol: v12.stomp",
+        );
+    };
+    if request
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut response = problem::response(
+            StatusCode::UPGRADE_REQUIRED,
+            "UNSUPPORTED_WEBSOCKET_VERSION",
+            "this endpoint speaks WebSocket version 13 (RFC 6455)",
+        );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
     if state.is_draining() {
         return problem::response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -48,6 +98,10 @@ fn upgrade(
     }
     // No header at all: a plain WebSocket client; speak STOMP anyway. A header without any
     // STOMP version: the client wants a protocol we do not have, so say so.
+    let offered = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
     let selected = match offered.as_deref() {
         None => None,
         Some(offered) => match chat_stomp::version::select_subprotocol(offered) {
@@ -63,20 +117,42 @@ fn upgrade(
             }
         },
     };
+
+    let on_upgrade = hyper::upgrade::on(&mut request);
     let context = state.gateway.clone();
     let sessions = state.sessions.clone();
     let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
-    let reply = ws
-        .max_message_size(MAX_WEBSOCKET_MESSAGE)
-        .max_frame_size(MAX_WEBSOCKET_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            let _guard = sessions.enter();
-            session::run(socket, context, connection).await;
-        });
-    match selected {
-        Some(protocol) => {
-            warp::reply::with_header(reply, "sec-websocket-protocol", protocol).into_response()
-        }
-        None => reply.into_response(),
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "the WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let _guard = sessions.enter();
+        let socket = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(websocket_config()),
+        )
+        .await;
+        session::run(socket, context, connection).await;
+    });
+
+    let mut response = warp::reply::reply().into_response();
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
+    if let Some(protocol) = selected {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    response
 }

@@ -18,9 +18,17 @@ use chat_stomp::{
 };
 use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// The upgraded connection a session runs on.
+pub(crate) type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
 use crate::metrics::{CloseReason, Metrics};
 use crate::state::DrainSchedule;
@@ -173,7 +181,11 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
     while let Some((receipt, result)) = session.sends.next().await {
         let _ = session.on_send_done(receipt, result).await;
     }
-    let _ = session.sink.send(Message::close_with(1000u16, "")).await;
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = session.sink.send(Message::Close(Some(normal))).await;
     // Lingering close: read (and drop) what the client still sends until its Close reply,
     // for a bounded time. Dropping the socket with unread input makes the kernel answer with
     // a TCP RST, and the client's kernel then discards the ERROR, RECEIPTs and Close frame
@@ -339,16 +351,17 @@ impl Session {
     }
 
     async fn on_message(&mut self, message: Message) -> Result<bool, ProtocolError> {
-        if message.is_close() {
-            return Ok(false);
-        }
-        if !(message.is_text() || message.is_binary()) {
-            return Ok(true);
-        }
+        let bytes = match &message {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(bytes) => bytes,
+            Message::Close(_) => return Ok(false),
+            // Pings are answered by tungstenite itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(true),
+        };
         if let Some(monitor) = self.heartbeat.as_mut() {
             monitor.on_bytes_received(std::time::Instant::now());
         }
-        self.decoder.feed(message.as_bytes());
+        self.decoder.feed(bytes);
         loop {
             match self.decoder.next_item()? {
                 None => return Ok(true),

@@ -9,15 +9,12 @@ use std::sync::Arc;
 
 use warp::Filter;
 
-use crate::gateway;
 use crate::state::AppState;
 
 pub(crate) fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
-    gateway::route(state.clone())
-        .or(health::routes(state.clone()))
-        .unify()
+    health::routes(state.clone())
         .or(rest::routes(state))
         .unify()
         .recover(problem::recover)
