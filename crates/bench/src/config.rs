@@ -1,0 +1,253 @@
+//! Command-line flags. The parsed struct is also the library's configuration, so tests and
+//! scripts describe a run the same way: `BenchArgs::try_parse_from([...])`.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::BenchError;
+
+/// Flags of `chat-bench`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "chat-bench",
+    version,
+    about = "Load generator for STOMP over WebSocket: paced open-loop publishers, fan-out \
+             subscribers, end-to-end latency and loss accounting. Prints a summary on stderr \
+             and one JSON line on stdout.",
+    after_help = "Examples:\n  chat-bench --url ws://127.0.0.1:8080/ws --rate 2000 --rooms 20 --subscribers 200\n  \
+                  chat-bench --raw-topic --topic-prefix /topic/bench. --login guest --passcode guest \\\n    --url ws://127.0.0.1:15674/ws --rate 2000\n  \
+                  chat-bench --idle --connections 19000 --source-ips 8 --watch-pid $(pgrep chat-server)"
+)]
+pub struct BenchArgs {
+    /// WebSocket endpoint(s); subscribers are spread over them round-robin. Repeat the flag
+    /// for several instances.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:8080/ws", num_args = 1..)]
+    pub urls: Vec<String>,
+
+    /// Endpoint(s) for publishers only (default: the --url list). Publishing on one instance
+    /// and subscribing on another measures cross-instance delivery.
+    #[arg(long = "publish-url", num_args = 1..)]
+    pub publish_urls: Vec<String>,
+
+    /// Subscriber connections in total; subscriber i follows room i mod --rooms.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+
+    /// Publisher connections; publisher j sends to room j mod --rooms.
+    #[arg(long, default_value_t = 10)]
+    pub publishers: usize,
+
+    /// Rooms (chat rooms, or topics in --raw-topic mode).
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+
+    /// Total published messages per second over all publishers (open loop: sends follow the
+    /// clock, not the replies).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+
+    /// Message size in bytes (the chat `content`, or the body in --raw-topic mode); at least
+    /// as long as the bench marker.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+
+    /// Seconds of measured sending (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Seconds of sending before measuring: latency and throughput ignore these messages,
+    /// loss accounting does not.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+
+    /// Seconds to wait after the last send for deliveries still in flight.
+    #[arg(long, default_value_t = 3.0)]
+    pub drain: f64,
+
+    /// Publish straight to the subscribed destination (a plain STOMP broker) instead of
+    /// chat-service's `/app/chat.sendMessage` and REST-created rooms.
+    #[arg(long)]
+    pub raw_topic: bool,
+
+    /// Destination prefix subscribers follow; the room number or id is appended.
+    /// Default `/topic/chatroom/`; in --raw-topic mode `/topic/bench.<run>.`.
+    #[arg(long)]
+    pub topic_prefix: Option<String>,
+
+    /// STOMP `login` header (RabbitMQ: guest).
+    #[arg(long)]
+    pub login: Option<String>,
+
+    /// STOMP `passcode` header (RabbitMQ: guest).
+    #[arg(long)]
+    pub passcode: Option<String>,
+
+    /// STOMP `host` header (the RabbitMQ virtual host).
+    #[arg(long, default_value = "/")]
+    pub vhost: String,
+
+    /// Server process id(s) whose CPU time and RSS are read from /proc.
+    #[arg(long = "watch-pid", num_args = 1..)]
+    pub watch_pids: Vec<u32>,
+
+    /// Label copied into the JSON line (the scenario name).
+    #[arg(long, default_value = "")]
+    pub label: String,
+
+    /// Append the JSON line to this file as well as printing it.
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
+
+    /// p99 latency limit in milliseconds for the `ok` verdict (zero loss and p99 below it).
+    #[arg(long, default_value_t = 50.0)]
+    pub p99_limit_ms: f64,
+
+    /// Seconds between progress lines on stderr; 0 turns them off.
+    #[arg(long, default_value_t = 1.0)]
+    pub progress: f64,
+
+    /// Connection attempts in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+
+    /// Seconds one connection (TCP + WebSocket + CONNECT + SUBSCRIBE) may take.
+    #[arg(long, default_value_t = 15.0)]
+    pub connect_timeout: f64,
+
+    /// Worker threads of the generator's runtime (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Idle mode: open --connections STOMP connections, subscribe each to a room, hold them
+    /// and report the server RSS per connection.
+    #[arg(long)]
+    pub idle: bool,
+
+    /// Idle mode: connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+
+    /// Idle mode: spread source addresses over 127.0.0.2 .. 127.0.0.(1+N), about 28k
+    /// ephemeral ports each. 0 lets the kernel choose.
+    #[arg(long, default_value_t = 0)]
+    pub source_ips: u8,
+
+    /// Idle mode: seconds to hold the connections once open.
+    #[arg(long, default_value_t = 10.0)]
+    pub hold: f64,
+}
+
+impl BenchArgs {
+    /// The run's timing as durations.
+    #[must_use]
+    pub fn warmup_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup)
+    }
+
+    /// Measured sending time.
+    #[must_use]
+    pub fn measure_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration)
+    }
+
+    /// Time allowed for late deliveries.
+    #[must_use]
+    pub fn drain_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.drain)
+    }
+
+    /// Per-connection set-up limit.
+    #[must_use]
+    pub fn connect_timeout_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout)
+    }
+
+    /// The URLs publishers use.
+    #[must_use]
+    pub fn publisher_urls(&self) -> &[String] {
+        if self.publish_urls.is_empty() {
+            &self.urls
+        } else {
+            &self.publish_urls
+        }
+    }
+
+    /// Checks what clap cannot: positive counts and times, a size that fits the marker.
+    ///
+    /// # Errors
+    /// [`BenchError::InvalidArgs`] saying which flag is wrong.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let bad = |message: &str| Err(BenchError::InvalidArgs(message.to_owned()));
+        if self.urls.is_empty() {
+            return bad("give at least one --url");
+        }
+        if self.rooms == 0 {
+            return bad("--rooms must be at least 1");
+        }
+        for (name, value) in [
+            ("--duration", self.duration),
+            ("--warmup", self.warmup),
+            ("--drain", self.drain),
+            ("--connect-timeout", self.connect_timeout),
+            ("--hold", self.hold),
+            ("--progress", self.progress),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(BenchError::InvalidArgs(format!(
+                    "{name} must be a non-negative number of seconds"
+                )));
+            }
+        }
+        if !self.idle {
+            if self.publishers == 0 || self.subscribers == 0 {
+                return bad("--publishers and --subscribers must be at least 1");
+            }
+            if !(self.rate.is_finite() && self.rate > 0.0) {
+                return bad("--rate must be a positive number of messages per second");
+            }
+            if self.size < crate::payload::MIN_SIZE {
+                return Err(BenchError::InvalidArgs(format!(
+                    "--size must be at least {} bytes to hold the bench marker",
+                    crate::payload::MIN_SIZE
+                )));
+            }
+        }
+        if self.connect_concurrency == 0 {
+            return bad("--connect-concurrency must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        BenchArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn publishers_use_the_subscriber_urls_unless_told_otherwise() {
+        let args = BenchArgs::parse_from(["chat-bench", "--url", "ws://a/ws", "ws://b/ws"]);
+        assert_eq!(args.publisher_urls(), ["ws://a/ws", "ws://b/ws"]);
+        let args = BenchArgs::parse_from([
+            "chat-bench",
+            "--url",
+            "ws://b/ws",
+            "--publish-url",
+            "ws://a/ws",
+        ]);
+        assert_eq!(args.publisher_urls(), ["ws://a/ws"]);
+    }
+
+    #[test]
+    fn a_message_size_too_small_for_the_marker_is_refused() {
+        let args = BenchArgs::parse_from(["chat-bench", "--size", "4"]);
+        assert!(matches!(args.validate(), Err(BenchError::InvalidArgs(_))));
+    }
+}

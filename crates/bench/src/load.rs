@@ -1,0 +1,718 @@
+//! The load run: connect subscribers (each waits for its SUBSCRIBE receipt), connect
+//! publishers, then send on a fixed schedule for warm-up + duration while subscribers
+//! account for every delivery, drain, and add it all up.
+//!
+//! Publishers are open loop: message k of a publisher is due at `start + (k + phase) / rate`
+//! whatever the server does, and carries that *intended* time. A server that stalls makes
+//! the publisher send a late burst whose latency includes the stall, instead of quietly
+//! lowering the offered load (coordinated omission).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant as StdInstant};
+
+use chat_stomp::{Command, Item};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::latency::SharedLatency;
+use crate::payload::Marker;
+use crate::procstat::{self, ProcSample};
+use crate::report::LoadReport;
+use crate::rooms;
+use crate::stomp_ws::{ConnectOptions, StompConnection};
+use crate::tracker::{DeliveryTotals, DeliveryTracker};
+use crate::{BenchArgs, BenchError};
+
+const CHAT_SEND_DESTINATION: &str = "/app/chat.sendMessage";
+const ERRORS_DESTINATION: &str = "/user/queue/errors";
+/// Messages a publisher writes before yielding, so one late publisher catching up cannot
+/// starve the others (or its own reader) on a shared worker thread.
+const MAX_BURST: u64 = 256;
+/// Publishers start together a little after the last one connected.
+const START_DELAY: Duration = Duration::from_millis(200);
+
+/// Counters the progress line and the CPU window read while the run goes on.
+#[derive(Debug, Default)]
+struct LiveCounters {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+    disconnects: AtomicU64,
+}
+
+/// What every connection task of one run shares.
+#[derive(Debug)]
+struct RunContext {
+    /// Time origin of the markers' `sent_us`.
+    origin: StdInstant,
+    /// Messages intended at or after this offset are measured (latency, throughput).
+    measure_from_us: u64,
+    live: LiveCounters,
+    latency: SharedLatency,
+    sent_by_publisher: Vec<AtomicU64>,
+}
+
+impl RunContext {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Where the run sends and subscribes.
+#[derive(Debug, Clone)]
+struct Rooms {
+    /// Subscribe destination of room i.
+    destinations: Vec<String>,
+    /// chat-service room id of room i (the `chatRoomId` of a SEND); unused in raw mode.
+    ids: Vec<i64>,
+}
+
+/// Runs one load test as `args` describe and reports what it measured.
+///
+/// # Errors
+/// Invalid arguments, rooms that cannot be created, or no subscriber or no publisher able
+/// to connect. Individual connection failures are counted in the report instead.
+pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
+    args.validate()?;
+    let rooms = prepare_rooms(args).await?;
+    let options = |websocket| ConnectOptions {
+        login: args.login.clone(),
+        passcode: args.passcode.clone(),
+        vhost: args.vhost.clone(),
+        source_ip: None,
+        websocket,
+        timeout: args.connect_timeout_duration(),
+    };
+    let reader_options = options(ConnectOptions::reader_config());
+    let writer_options = options(ConnectOptions::writer_config());
+
+    let origin = StdInstant::now();
+    let mut report = LoadReport {
+        label: args.label.clone(),
+        mode: if args.raw_topic {
+            "raw-topic"
+        } else {
+            "chat-service"
+        },
+        urls: args.urls.clone(),
+        publish_urls: args.publisher_urls().to_vec(),
+        rate: args.rate,
+        publishers: args.publishers,
+        subscribers: args.subscribers,
+        rooms: args.rooms,
+        size: args.size,
+        duration_s: args.duration,
+        warmup_s: args.warmup,
+        server_pids: args.watch_pids.clone(),
+        ..LoadReport::default()
+    };
+
+    // Subscribers first, each live (receipted) before anything is sent.
+    let subscribers = connect_all(args, args.subscribers, |i| {
+        let url = args.urls[i % args.urls.len()].clone();
+        let destination = rooms.destinations[i % args.rooms].clone();
+        let options = reader_options.clone();
+        async move {
+            let mut connection = StompConnection::open(&url, &options).await?;
+            connection.subscribe(&format!("s{i}"), &destination).await?;
+            Ok(connection)
+        }
+    })
+    .await;
+    let publisher_urls = args.publisher_urls().to_vec();
+    let raw = args.raw_topic;
+    let publishers = connect_all(args, args.publishers, |j| {
+        let url = publisher_urls[j % publisher_urls.len()].clone();
+        let options = writer_options.clone();
+        async move {
+            let mut connection = StompConnection::open(&url, &options).await?;
+            if !raw {
+                // chat-service reports rejected SENDs there; without it they are silent.
+                connection
+                    .subscribe(&format!("e{j}"), ERRORS_DESTINATION)
+                    .await?;
+            }
+            Ok(connection)
+        }
+    })
+    .await;
+    for (_, result) in subscribers.iter().chain(publishers.iter()) {
+        if let Err(error) = result {
+            report.connect_failures += 1;
+            report
+                .first_connect_error
+                .get_or_insert_with(|| error.to_string());
+        }
+    }
+    let live_subscribers = subscribers.iter().filter(|(_, r)| r.is_ok()).count();
+    let live_publishers = publishers.iter().filter(|(_, r)| r.is_ok()).count();
+    if live_subscribers == 0 || live_publishers == 0 {
+        return Err(BenchError::NoConnections(format!(
+            "{live_subscribers} subscribers and {live_publishers} publishers connected; first error: {}",
+            report.first_connect_error.as_deref().unwrap_or("none")
+        )));
+    }
+
+    // The schedule, relative to `origin`.
+    let start = StdInstant::now() + START_DELAY;
+    let measure_from = start + args.warmup_duration();
+    let send_end = measure_from + args.measure_duration();
+    let drain_end = send_end + args.drain_duration();
+    let context = Arc::new(RunContext {
+        origin,
+        measure_from_us: micros(measure_from - origin),
+        live: LiveCounters::default(),
+        latency: SharedLatency::new(),
+        sent_by_publisher: (0..args.publishers).map(|_| AtomicU64::new(0)).collect(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut subscriber_tasks = JoinSet::new();
+    let mut subscriber_rooms = Vec::new();
+    for (i, result) in subscribers {
+        if let Ok(connection) = result {
+            subscriber_rooms.push(i % args.rooms);
+            let context = context.clone();
+            let stop = stop_rx.clone();
+            let room = i % args.rooms;
+            subscriber_tasks
+                .spawn(async move { (room, subscriber_loop(connection, &context, stop).await) });
+        }
+    }
+    let per_publisher_rate = args.rate / args.publishers as f64;
+    let plans: Vec<PublisherPlan> = (0..args.publishers)
+        .map(|j| {
+            let room = j % args.rooms;
+            PublisherPlan {
+                index: u32::try_from(j).unwrap_or(u32::MAX),
+                destination: if args.raw_topic {
+                    rooms.destinations[room].clone()
+                } else {
+                    CHAT_SEND_DESTINATION.to_owned()
+                },
+                room_id: rooms.ids[room],
+                raw: args.raw_topic,
+                size: args.size,
+                interval: Duration::from_secs_f64(1.0 / per_publisher_rate),
+                // Spread publishers evenly over one interval instead of all firing at once.
+                phase: j as f64 / args.publishers as f64,
+                start,
+                send_end,
+            }
+        })
+        .collect();
+    report.scheduled = plans.iter().map(PublisherPlan::scheduled).sum();
+    let mut publisher_tasks = JoinSet::new();
+    for ((_, result), plan) in publishers.into_iter().zip(plans) {
+        if let Ok(connection) = result {
+            let context = context.clone();
+            publisher_tasks.spawn(async move {
+                // A publisher stuck behind a server that stopped reading gives up at the
+                // end of the drain; what it did not write counts as unsent.
+                let deadline = Instant::from_std(drain_end);
+                let _ =
+                    tokio::time::timeout_at(deadline, publisher_loop(connection, plan, &context))
+                        .await;
+            });
+        }
+    }
+
+    let progress = spawn_progress(args, context.clone(), start, measure_from, send_end);
+
+    // The CPU window opens when measuring starts.
+    tokio::time::sleep_until(Instant::from_std(measure_from)).await;
+    let server_before = procstat::sample_all(&args.watch_pids);
+    let bench_before = procstat::sample_self();
+    let delivered_before = context.live.delivered.load(Ordering::Relaxed);
+    let window_start = StdInstant::now();
+
+    while publisher_tasks.join_next().await.is_some() {}
+    // Drain: until every owed delivery arrived or the drain time is up.
+    let sent: Vec<u64> = context
+        .sent_by_publisher
+        .iter()
+        .map(|count| count.load(Ordering::Relaxed))
+        .collect();
+    let owed: u64 = subscriber_rooms
+        .iter()
+        .map(|room| {
+            (0..args.publishers)
+                .filter(|p| p % args.rooms == *room)
+                .map(|p| sent[p])
+                .sum::<u64>()
+        })
+        .sum();
+    let drain_deadline = Instant::from_std(drain_end.max(StdInstant::now()));
+    while Instant::now() < drain_deadline && context.live.delivered.load(Ordering::Relaxed) < owed {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let window = window_start.elapsed().as_secs_f64();
+    let server_after = procstat::sample_all(&args.watch_pids);
+    let bench_after = procstat::sample_self();
+    let delivered_in_window = context.live.delivered.load(Ordering::Relaxed) - delivered_before;
+    let _ = stop_tx.send(true);
+    progress.abort();
+
+    let mut totals = DeliveryTotals::default();
+    let mut measured_deliveries = 0;
+    while let Some(joined) = subscriber_tasks.join_next().await {
+        let Ok((room, outcome)) = joined else {
+            continue;
+        };
+        measured_deliveries += outcome.measured_deliveries;
+        outcome.tracker.add_to(&mut totals, &sent, |publisher| {
+            usize::try_from(publisher).is_ok_and(|p| p % args.rooms == room)
+        });
+    }
+
+    report.sent = sent.iter().sum();
+    report.unsent = report.scheduled.saturating_sub(report.sent);
+    report.expected = totals.expected;
+    report.delivered = totals.delivered;
+    report.lost = totals.lost;
+    report.duplicates = totals.duplicates;
+    report.reordered = totals.reordered;
+    report.misrouted = totals.misrouted;
+    report.unparsable = totals.unparsable;
+    report.errors = context.live.errors.load(Ordering::Relaxed);
+    report.disconnects = context.live.disconnects.load(Ordering::Relaxed);
+    let measured_sent =
+        (report.sent as f64 * args.duration / (args.warmup + args.duration)).round();
+    report.sent_per_sec = per_second(measured_sent, args.duration);
+    report.deliveries_per_sec = per_second(measured_deliveries as f64, args.duration);
+    report.latency = context.latency.summary();
+    if let (Some(before), Some(after)) = (server_before, server_after) {
+        let cpu = after.cpu_secs - before.cpu_secs;
+        report.server_cpu_s = Some(cpu);
+        report.server_cpu_cores = Some(cpu / window.max(1e-9));
+        report.server_peak_rss_bytes = Some(after.peak_rss_bytes);
+        report.server_runqueue_wait_s = Some(after.runqueue_wait_secs - before.runqueue_wait_secs);
+        if delivered_in_window > 0 {
+            report.cpu_us_per_delivery = Some(cpu * 1e6 / delivered_in_window as f64);
+        }
+    }
+    report.bench_cpu_s = cpu_delta(bench_before, bench_after);
+    report.bench_runqueue_wait_s = bench_before
+        .zip(bench_after)
+        .map(|(before, after)| after.runqueue_wait_secs - before.runqueue_wait_secs);
+    report.ok = report.lost == 0
+        && report.unsent == 0
+        && report.duplicates == 0
+        && report.connect_failures == 0
+        && report.latency.count > 0
+        && report.latency.p99_ms < args.p99_limit_ms;
+    Ok(report)
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn per_second(count: f64, secs: f64) -> f64 {
+    if secs > 0.0 { count / secs } else { 0.0 }
+}
+
+fn cpu_delta(before: Option<ProcSample>, after: Option<ProcSample>) -> Option<f64> {
+    Some(after?.cpu_secs - before?.cpu_secs)
+}
+
+/// Messages a publisher with `rate` and `phase` (a fraction of one interval) is due to send
+/// in `secs`: those with `(k + phase) / rate < secs`.
+#[must_use]
+pub fn scheduled_count(secs: f64, rate: f64, phase: f64) -> u64 {
+    let slots = secs * rate - phase;
+    if slots <= 0.0 {
+        0
+    } else {
+        // k ranges over 0..ceil(slots) (a slot exactly at the end is not sent).
+        slots.ceil() as u64
+    }
+}
+
+async fn prepare_rooms(args: &BenchArgs) -> Result<Rooms, BenchError> {
+    if args.raw_topic {
+        let prefix = args.topic_prefix.clone().unwrap_or_else(|| {
+            // A fresh topic per run: an earlier run's leftovers cannot leak into this one.
+            let run = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            format!("/topic/bench.{run}.")
+        });
+        return Ok(Rooms {
+            destinations: (0..args.rooms).map(|i| format!("{prefix}{i}")).collect(),
+            ids: (0..args.rooms).map(|i| i as i64).collect(),
+        });
+    }
+    let authority = rooms::authority_of(&args.urls[0])?;
+    let prefix = args
+        .topic_prefix
+        .clone()
+        .unwrap_or_else(|| "/topic/chatroom/".to_owned());
+    let mut ids = Vec::with_capacity(args.rooms);
+    for i in 0..args.rooms {
+        ids.push(rooms::create_room(&authority, &format!("bench-{i}")).await?);
+    }
+    Ok(Rooms {
+        destinations: ids.iter().map(|id| format!("{prefix}{id}")).collect(),
+        ids,
+    })
+}
+
+/// Opens `count` connections with at most `--connect-concurrency` in flight; results come
+/// back sorted by index so room and URL assignment stay deterministic.
+async fn connect_all<F, Fut>(
+    args: &BenchArgs,
+    count: usize,
+    open: F,
+) -> Vec<(usize, Result<StompConnection, BenchError>)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<StompConnection, BenchError>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(args.connect_concurrency));
+    let mut tasks = JoinSet::new();
+    for i in 0..count {
+        let attempt = open(i);
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            (i, attempt.await)
+        });
+    }
+    let mut results = Vec::with_capacity(count);
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(result) = joined {
+            results.push(result);
+        }
+    }
+    results.sort_by_key(|(i, _)| *i);
+    results
+}
+
+/// What one subscriber hands back.
+#[derive(Debug, Default)]
+struct SubscriberOutcome {
+    tracker: DeliveryTracker,
+    /// Distinct deliveries of measured messages.
+    measured_deliveries: u64,
+}
+
+async fn subscriber_loop(
+    mut connection: StompConnection,
+    context: &RunContext,
+    mut stop: watch::Receiver<bool>,
+) -> SubscriberOutcome {
+    let mut outcome = SubscriberOutcome::default();
+    let mut latency = context.latency.recorder();
+    loop {
+        let message = tokio::select! {
+            _ = stop.changed() => break,
+            message = connection.socket.next() => message,
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => connection.decoder.feed(text.as_bytes()),
+            Some(Ok(Message::Binary(bytes))) => connection.decoder.feed(&bytes),
+            Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                context.live.disconnects.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Some(Ok(_)) => continue,
+        }
+        // One clock reading per WebSocket message: the server batches frames, and they all
+        // arrived at the same moment.
+        let now_us = context.now_us();
+        let mut delivered = 0;
+        loop {
+            match connection.decoder.next_item() {
+                Ok(Some(Item::Frame(frame))) if frame.command == Command::Message => {
+                    let Some(marker) = Marker::find(&frame.body) else {
+                        outcome.tracker.unparsable += 1;
+                        continue;
+                    };
+                    delivered += 1;
+                    let arrival = outcome.tracker.record(marker.publisher, marker.seq);
+                    if arrival != crate::tracker::Arrival::Duplicate
+                        && marker.sent_us >= context.measure_from_us
+                    {
+                        outcome.measured_deliveries += 1;
+                        latency.record(now_us.saturating_sub(marker.sent_us));
+                    }
+                }
+                Ok(Some(Item::Frame(frame))) if frame.command == Command::Error => {
+                    context.live.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    context.live.errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        context
+            .live
+            .delivered
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+    outcome
+}
+
+/// One publisher's schedule and message shape.
+#[derive(Debug, Clone)]
+struct PublisherPlan {
+    index: u32,
+    destination: String,
+    room_id: i64,
+    raw: bool,
+    size: usize,
+    interval: Duration,
+    phase: f64,
+    start: StdInstant,
+    send_end: StdInstant,
+}
+
+impl PublisherPlan {
+    fn due_at(&self, seq: u64) -> StdInstant {
+        self.start + self.interval.mul_f64(seq as f64 + self.phase)
+    }
+
+    /// Messages due before `send_end`, counted with the same arithmetic as the send loop
+    /// (a closed formula alone can be off by one in floating point).
+    fn scheduled(&self) -> u64 {
+        let secs = (self.send_end - self.start).as_secs_f64();
+        let mut count = scheduled_count(secs, 1.0 / self.interval.as_secs_f64(), self.phase);
+        while count > 0 && self.due_at(count - 1) >= self.send_end {
+            count -= 1;
+        }
+        while self.due_at(count) < self.send_end {
+            count += 1;
+        }
+        count
+    }
+
+    /// The SEND frame of message `seq`. Written directly rather than through a `Frame`: the
+    /// headers are fixed ASCII, and this runs at the full publish rate.
+    fn frame(&self, seq: u64, sent_us: u64) -> String {
+        let marker = Marker {
+            publisher: self.index,
+            seq,
+            sent_us,
+        };
+        let mut body = String::with_capacity(self.size + 160);
+        if self.raw {
+            marker.write_padded(self.size, &mut body);
+        } else {
+            body.push_str(&format!(
+                r#"{{"chatRoomId":{},"senderId":{},"senderNickname":"bench-{}","messageType":"TEXT","content":""#,
+                self.room_id,
+                u64::from(self.index) + 1,
+                self.index
+            ));
+            marker.write_padded(self.size, &mut body);
+            body.push_str("\"}");
+        }
+        let content_type = if self.raw {
+            "text/plain"
+        } else {
+            "application/json"
+        };
+        format!(
+            "SEND\ndestination:{}\ncontent-type:{content_type}\ncontent-length:{}\n\n{body}\0",
+            self.destination,
+            body.len()
+        )
+    }
+}
+
+async fn publisher_loop(connection: StompConnection, plan: PublisherPlan, context: &RunContext) {
+    let StompConnection {
+        socket,
+        mut decoder,
+        ..
+    } = connection;
+    let (mut sink, mut stream) = socket.split();
+    // The read side must keep moving, or the server's writes to us would back up; it only
+    // counts errors (chat-service sends rejected SENDs to /user/queue/errors).
+    let errors = async {
+        while let Some(Ok(message)) = stream.next().await {
+            match message {
+                Message::Text(text) => decoder.feed(text.as_bytes()),
+                Message::Binary(bytes) => decoder.feed(&bytes),
+                Message::Close(_) => break,
+                _ => continue,
+            }
+            while let Ok(Some(item)) = decoder.next_item() {
+                if let Item::Frame(frame) = item
+                    && matches!(frame.command, Command::Error | Command::Message)
+                {
+                    context.live.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    let sent_counter = &context.sent_by_publisher[plan.index as usize];
+    let send = async {
+        let mut seq = 0u64;
+        loop {
+            let due = plan.due_at(seq);
+            if due >= plan.send_end {
+                break;
+            }
+            tokio::time::sleep_until(Instant::from_std(due)).await;
+            let now = StdInstant::now();
+            let mut burst = 0;
+            while burst < MAX_BURST {
+                let due = plan.due_at(seq);
+                if due > now || due >= plan.send_end {
+                    break;
+                }
+                let frame = plan.frame(seq, micros(due - context.origin));
+                if sink.feed(Message::text(frame)).await.is_err() {
+                    return;
+                }
+                seq += 1;
+                burst += 1;
+                sent_counter.fetch_add(1, Ordering::Relaxed);
+                context.live.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+            if burst == MAX_BURST {
+                tokio::task::yield_now().await;
+            }
+        }
+        // Leave politely, so the server does not log a broken connection.
+        let _ = sink.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        () = send => {}
+        () = errors => {}
+    }
+}
+
+fn spawn_progress(
+    args: &BenchArgs,
+    context: Arc<RunContext>,
+    start: StdInstant,
+    measure_from: StdInstant,
+    send_end: StdInstant,
+) -> tokio::task::JoinHandle<()> {
+    let every = args.progress;
+    let pids = args.watch_pids.clone();
+    tokio::spawn(async move {
+        if every <= 0.0 {
+            return;
+        }
+        let period = Duration::from_secs_f64(every);
+        let mut last = (StdInstant::now(), 0u64, 0u64, procstat::sample_all(&pids));
+        loop {
+            tokio::time::sleep(period).await;
+            let now = StdInstant::now();
+            let sent = context.live.sent.load(Ordering::Relaxed);
+            let delivered = context.live.delivered.load(Ordering::Relaxed);
+            let server = procstat::sample_all(&pids);
+            let secs = (now - last.0).as_secs_f64();
+            let cpu = match (last.3, server) {
+                (Some(a), Some(b)) => {
+                    format!(" server cpu {:.2} cores", (b.cpu_secs - a.cpu_secs) / secs)
+                }
+                _ => String::new(),
+            };
+            let phase = if now < start {
+                "start"
+            } else if now < measure_from {
+                "warmup"
+            } else if now < send_end {
+                "measure"
+            } else {
+                "drain"
+            };
+            eprintln!(
+                "[{:6.1}s {phase:7}] sent {:>8.0}/s delivered {:>9.0}/s  total sent {sent} delivered {delivered} errors {} disconnects {}{cpu}",
+                now.saturating_duration_since(start).as_secs_f64(),
+                (sent - last.1) as f64 / secs,
+                (delivered - last.2) as f64 / secs,
+                context.live.errors.load(Ordering::Relaxed),
+                context.live.disconnects.load(Ordering::Relaxed),
+            );
+            last = (now, sent, delivered, server);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_counts_each_due_slot_once() {
+        // 10 msg/s for 1 s from phase 0: slots at 0.0, 0.1, …, 0.9.
+        assert_eq!(scheduled_count(1.0, 10.0, 0.0), 10);
+        // Phase 0.5: slots at 0.05 … 0.95.
+        assert_eq!(scheduled_count(1.0, 10.0, 0.5), 10);
+        assert_eq!(scheduled_count(0.0, 10.0, 0.0), 0);
+        assert_eq!(scheduled_count(0.04, 10.0, 0.5), 0);
+        assert_eq!(scheduled_count(0.06, 10.0, 0.5), 1);
+    }
+
+    #[test]
+    fn a_publisher_plan_sends_what_the_schedule_counts() {
+        let start = StdInstant::now();
+        let plan = PublisherPlan {
+            index: 0,
+            destination: "/topic/x".into(),
+            room_id: 1,
+            raw: true,
+            size: 64,
+            interval: Duration::from_millis(100),
+            phase: 0.3,
+            start,
+            send_end: start + Duration::from_secs(2),
+        };
+        let due = (0..)
+            .take_while(|seq| plan.due_at(*seq) < plan.send_end)
+            .count();
+        assert_eq!(due as u64, plan.scheduled());
+        assert_eq!(plan.scheduled(), scheduled_count(2.0, 10.0, 0.3));
+    }
+
+    #[test]
+    fn a_chat_send_frame_is_valid_stomp_with_the_marker_in_the_content() {
+        let start = StdInstant::now();
+        let plan = PublisherPlan {
+            index: 4,
+            destination: CHAT_SEND_DESTINATION.into(),
+            room_id: 12,
+            raw: false,
+            size: 100,
+            interval: Duration::from_millis(1),
+            phase: 0.0,
+            start,
+            send_end: start,
+        };
+        let wire = plan.frame(7, 1234);
+        let mut decoder = crate::stomp_ws::decoder();
+        decoder.feed(wire.as_bytes());
+        let Ok(Some(Item::Frame(frame))) = decoder.next_item() else {
+            panic!("not a frame: {wire:?}");
+        };
+        assert_eq!(frame.command, Command::Send);
+        assert_eq!(frame.header("destination"), Some(CHAT_SEND_DESTINATION));
+        let json: serde_json::Value = serde_json::from_slice(&frame.body).unwrap();
+        assert_eq!(json["chatRoomId"], 12);
+        assert_eq!(json["content"].as_str().unwrap().len(), 100);
+        assert_eq!(
+            Marker::find(&frame.body),
+            Some(Marker {
+                publisher: 4,
+                seq: 7,
+                sent_us: 1234
+            })
+        );
+    }
+}

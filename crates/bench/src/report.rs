@@ -1,0 +1,183 @@
+//! What a load run found: one struct that serialises to the JSON line the scripts collect,
+//! and the human summary printed beside it.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::latency::LatencySummary;
+
+/// The outcome of [`crate::run_load`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    /// `--label`, usually the scenario name.
+    pub label: String,
+    /// `chat-service` or `raw-topic`.
+    pub mode: &'static str,
+    /// Subscriber endpoints.
+    pub urls: Vec<String>,
+    /// Publisher endpoints.
+    pub publish_urls: Vec<String>,
+    /// Target publish rate, messages per second over all publishers.
+    pub rate: f64,
+    /// Publisher connections.
+    pub publishers: usize,
+    /// Subscriber connections asked for.
+    pub subscribers: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Warm-up seconds.
+    pub warmup_s: f64,
+
+    /// Messages the schedule called for (warm-up included).
+    pub scheduled: u64,
+    /// Messages written to a socket.
+    pub sent: u64,
+    /// Scheduled but never written: the publisher could not keep up (server pushing back).
+    pub unsent: u64,
+    /// Deliveries owed: each sent message times the subscribers of its room.
+    pub expected: u64,
+    /// Distinct deliveries.
+    pub delivered: u64,
+    /// Owed but never delivered.
+    pub lost: u64,
+    /// Repeated deliveries.
+    pub duplicates: u64,
+    /// Deliveries that came after a later message of the same publisher.
+    pub reordered: u64,
+    /// Deliveries of another room's messages.
+    pub misrouted: u64,
+    /// MESSAGE frames without a bench marker.
+    pub unparsable: u64,
+    /// Application errors (`/user/queue/errors`) and ERROR frames the publishers received.
+    pub errors: u64,
+    /// Subscriber connections the server closed during the run.
+    pub disconnects: u64,
+    /// Connections that could not be opened or subscribed.
+    pub connect_failures: u64,
+    /// The first connection error, for the operator.
+    pub first_connect_error: Option<String>,
+
+    /// Messages actually sent per second during the measured window.
+    pub sent_per_sec: f64,
+    /// Distinct deliveries per second of messages sent during the measured window.
+    pub deliveries_per_sec: f64,
+    /// End-to-end latency from the intended send time, measured messages only.
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+
+    /// Watched server processes.
+    pub server_pids: Vec<u32>,
+    /// Their CPU seconds from the start of the measured window to the end of the drain.
+    pub server_cpu_s: Option<f64>,
+    /// The same as a share of one core.
+    pub server_cpu_cores: Option<f64>,
+    /// Server CPU microseconds per delivery received in that window.
+    pub cpu_us_per_delivery: Option<f64>,
+    /// Sum of the watched processes' peak RSS (VmHWM) at the end, bytes.
+    pub server_peak_rss_bytes: Option<u64>,
+    /// Seconds the watched processes' threads were runnable but waited for a CPU, same
+    /// window: high values mean the machine (other processes, the generator) was the limit.
+    pub server_runqueue_wait_s: Option<f64>,
+    /// The generator's own CPU seconds in the same window (it shares the machine).
+    pub bench_cpu_s: Option<f64>,
+    /// The generator's own run-queue wait in the same window.
+    pub bench_runqueue_wait_s: Option<f64>,
+
+    /// Zero loss, nothing unsent, no duplicates and p99 under `--p99-limit-ms`.
+    pub ok: bool,
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let optional = |value: Option<f64>, unit: &str| {
+            value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}{unit}"))
+        };
+        writeln!(
+            f,
+            "== {} ({}) {} msg/s target, {} publishers, {} subscribers, {} rooms, {} B, {} s ==",
+            if self.label.is_empty() {
+                "run"
+            } else {
+                &self.label
+            },
+            self.mode,
+            self.rate,
+            self.publishers,
+            self.subscribers,
+            self.rooms,
+            self.size,
+            self.duration_s,
+        )?;
+        writeln!(
+            f,
+            "sent       {} of {} scheduled ({:.0} msg/s measured){}",
+            self.sent,
+            self.scheduled,
+            self.sent_per_sec,
+            if self.unsent > 0 {
+                "  <- publishers fell behind"
+            } else {
+                ""
+            },
+        )?;
+        writeln!(
+            f,
+            "delivered  {} of {} expected ({:.0} deliveries/s); lost {}, duplicates {}, reordered {}, misrouted {}",
+            self.delivered,
+            self.expected,
+            self.deliveries_per_sec,
+            self.lost,
+            self.duplicates,
+            self.reordered,
+            self.misrouted,
+        )?;
+        writeln!(
+            f,
+            "latency    p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  ({} samples)",
+            self.latency.p50_ms,
+            self.latency.p90_ms,
+            self.latency.p99_ms,
+            self.latency.p999_ms,
+            self.latency.max_ms,
+            self.latency.count,
+        )?;
+        writeln!(
+            f,
+            "server     cpu {} ({} cores, {} waiting for a CPU), {} per delivery, peak RSS {}; generator cpu {}",
+            optional(self.server_cpu_s, " s"),
+            optional(self.server_cpu_cores, ""),
+            optional(self.server_runqueue_wait_s, " s"),
+            optional(self.cpu_us_per_delivery, " us"),
+            self.server_peak_rss_bytes.map_or_else(
+                || "n/a".to_owned(),
+                |b| format!("{:.1} MiB", b as f64 / 1048576.0)
+            ),
+            optional(self.bench_cpu_s, " s"),
+        )?;
+        writeln!(
+            f,
+            "problems   connect failures {}, errors {}, disconnects {}, unparsable {}{}",
+            self.connect_failures,
+            self.errors,
+            self.disconnects,
+            self.unparsable,
+            self.first_connect_error
+                .as_deref()
+                .map_or_else(String::new, |e| format!(" (first: {e})")),
+        )?;
+        write!(
+            f,
+            "verdict    {}",
+            if self.ok {
+                "OK"
+            } else {
+                "FAILED (loss, backlog or p99 over the limit)"
+            }
+        )
+    }
+}
