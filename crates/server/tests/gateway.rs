@@ -387,9 +387,14 @@ async fn subscribing_to_an_unknown_room_is_an_application_error() {
 #[tokio::test]
 async fn a_plain_get_on_the_websocket_endpoint_is_told_how_to_upgrade() {
     let app = spawn_app().await;
-    let response = reqwest::get(format!("http://{}/ws", app.addr)).await.unwrap();
+    let response = reqwest::get(format!("http://{}/ws", app.addr))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: serde_json::Value = response.json().await.unwrap();
     assert_eq!(problem["code"], "NOT_A_WEBSOCKET_UPGRADE");
 }
