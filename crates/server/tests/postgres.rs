@@ -95,13 +95,7 @@ async fn while_postgresql_is_down_sends_fail_clearly_and_everything_recovers_whe
     assert_eq!(error["code"], "STORE_UNAVAILABLE");
     assert_eq!(error["receiptId"], "during");
     // REST: 503 problem+json.
-    let http = reqwest::Client::new();
-    let response = http
-        .post(app.http(&format!("/api/chatrooms/{room}/messages")))
-        .body(chat_json(room, "during rest"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_message(room, chat_json(room, "during rest")).await;
     assert_eq!(response.status(), 503);
     assert_eq!(
         response.headers()["content-type"],

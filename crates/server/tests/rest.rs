@@ -111,12 +111,9 @@ async fn history_pages_by_seq() {
     let app = spawn_app().await;
     let room = app.create_room("history").await;
     for n in 1..=7 {
-        let response = client()
-            .post(app.http(&format!("/api/chatrooms/{room}/messages")))
-            .body(chat_json(room, &format!("m{n}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app
+            .post_message(room, chat_json(room, &format!("m{n}")))
+            .await;
         assert_eq!(response.status(), 201);
     }
     let seqs = |query: &'static str| {
@@ -148,12 +145,7 @@ async fn a_message_posted_over_rest_arrives_over_stomp() {
     let body = serde_json::json!({
         "senderId": 99, "senderNickname": "bot", "content": "beep", "messageType": "SYSTEM"
     });
-    let response = client()
-        .post(app.http(&format!("/api/chatrooms/{room}/messages")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_message(room, body.to_string()).await;
     assert_eq!(response.status(), 201);
     let stored: serde_json::Value = response.json().await.unwrap();
     assert_eq!(stored["seq"], 1);
@@ -168,12 +160,7 @@ async fn a_body_naming_another_room_than_the_path_is_rejected() {
     let app = spawn_app().await;
     let room = app.create_room("one").await;
     let other = app.create_room("two").await;
-    let response = client()
-        .post(app.http(&format!("/api/chatrooms/{room}/messages")))
-        .body(chat_json(other, "wrong room"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_message(room, chat_json(other, "wrong room")).await;
     assert_eq!(response.status(), 400);
     assert!(app.history(other).await.is_empty());
 }

@@ -40,6 +40,21 @@ impl TestApp {
     pub async fn history(&self, room: i64) -> Vec<serde_json::Value> {
         history_at(&self.http(""), room).await
     }
+
+    /// `POST /api/chatrooms/{room}/messages` with `body` as it is.
+    pub async fn post_message(
+        &self,
+        room: i64,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.http(&format!("/api/chatrooms/{room}/messages")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 /// Creates a room through the REST API of the server at `base` (`http://host:port`).
