@@ -699,8 +699,20 @@ mod tests {
 
         hub.disconnect(ConnectionId(1));
         hub.unsubscribe(second);
-        events.send(published(2)).unwrap();
-        tokio::time::sleep(REORDER_WINDOW * 2).await;
+        // Commands are handled in order: once a later subscription is answered, the two
+        // departures above have been handled too.
+        let (third_outbox, mut third_queue) = Outbox::new(64);
+        let third = SubscriptionKey {
+            connection: ConnectionId(3),
+            id: Arc::from("s"),
+        };
+        hub.subscribe(third, ROOM, third_outbox, None)
+            .await
+            .unwrap();
+        // The room was forgotten when its last subscriber left; the newcomer follows it
+        // again from the store's position (seq 0 in this mock), so seq 1 is next for it.
+        events.send(published(1)).unwrap();
+        assert_eq!(next_seq(&mut third_queue).await, 1);
         assert!(queue.try_recv().is_err());
         assert!(second_queue.try_recv().is_err());
     }
