@@ -54,6 +54,9 @@ pub(crate) struct Metrics {
     pub(crate) subscriptions_current: Gauge,
     pub(crate) frames_received: Family<Label, Counter>,
     pub(crate) frames_sent: Family<Label, Counter>,
+    /// `frames_sent{command="MESSAGE"}`, resolved once: it is counted on every write to a
+    /// subscriber, where a label lookup under a lock would be wasted work.
+    pub(crate) message_frames_sent: Counter,
     pub(crate) messages_received: Counter,
     pub(crate) messages_rejected: Family<Label, Counter>,
     pub(crate) messages_stored: Counter,
@@ -83,6 +86,7 @@ impl Metrics {
             subscriptions_current: Gauge::default(),
             frames_received: Family::default(),
             frames_sent: Family::default(),
+            message_frames_sent: Counter::default(),
             messages_received: Counter::default(),
             messages_rejected: Family::default(),
             messages_stored: Counter::default(),
@@ -96,6 +100,10 @@ impl Metrics {
             slow_consumer_disconnects: Counter::default(),
             gap_backfills: Counter::default(),
         };
+        metrics.message_frames_sent = metrics
+            .frames_sent
+            .get_or_create(&[("command", "MESSAGE")])
+            .clone();
         let r = &mut metrics.registry;
         // prometheus-client appends `_total` to counters.
         r.register(

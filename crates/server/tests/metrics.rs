@@ -73,6 +73,8 @@ async fn metrics_count_connections_frames_and_messages_of_a_scripted_exchange() 
     expect("chat_frames_received_total{command=\"SEND\"}", 4.0);
     expect("chat_frames_sent_total{command=\"CONNECTED\"}", 2.0);
     expect("chat_frames_sent_total{command=\"RECEIPT\"}", 6.0);
+    // 3 room messages to each of two clients, and alice's error message.
+    expect("chat_frames_sent_total{command=\"MESSAGE\"}", 7.0);
     expect("chat_messages_received_total", 4.0);
     expect("chat_messages_rejected_total{code=\"INVALID_JSON\"}", 1.0);
     expect("chat_messages_stored_total", 3.0);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chat_domain::{
     BusEvent, BusEvents, ChatError, ChatMessagePublish, HistoryLimit, HistoryQuery, MessageBus,
-    MessageRepository, RoomId, RoomSequencer, Seq, SequenceDecision,
+    MessageRepository, RoomId, RoomSequencer, SentMessage, Seq, SequenceDecision,
 };
 use chat_stomp::PreparedMessage;
 use futures_util::StreamExt;
@@ -27,6 +27,8 @@ use crate::metrics::Metrics;
 /// is filled from the store. Concurrent senders publish in a racy order, so small reorders
 /// are normal; waiting a few milliseconds saves a store query for each of them.
 const REORDER_WINDOW: Duration = Duration::from_millis(30);
+/// How often to retry when the bus refuses a new subscription.
+const RESUBSCRIBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Most messages held ahead of a gap per room; past it the gap is filled at once.
 const MAX_HELD_AHEAD: usize = 1024;
 
@@ -147,9 +149,19 @@ impl HubHandle {
         let _ = self.commands.send(Command::CaughtUp(key));
     }
 
-    /// Delivers a stored message to local subscribers when the bus could not take it.
-    pub(crate) fn deliver_local(&self, message: ChatMessagePublish) {
-        let _ = self.commands.send(Command::Local(message));
+    /// After a send (STOMP or REST): a stored message the bus did not take is still
+    /// delivered to this instance's clients; other instances catch up by seq.
+    pub(crate) fn deliver_if_unpublished(&self, sent: &SentMessage) {
+        let Some(error) = &sent.publish_error else {
+            return;
+        };
+        tracing::warn!(
+            room = %sent.message.room_id, seq = sent.message.seq.0, %error,
+            "message stored but not published; delivering it locally, other instances will backfill it"
+        );
+        let _ = self
+            .commands
+            .send(Command::Local(ChatMessagePublish::from(&sent.message)));
     }
 
     pub(crate) fn unsubscribe(&self, key: SubscriptionKey) {
@@ -168,8 +180,6 @@ struct Subscriber {
     skip_through: Seq,
     /// `Some` while the session replays history: live messages wait here, in order.
     held: Option<Vec<Arc<PreparedMessage>>>,
-    /// Most messages one subscriber may hold during a replay before it counts as slow.
-    held_limit: usize,
 }
 
 /// The hub task's state.
@@ -255,8 +265,9 @@ impl Hub {
 
     /// The bus stream ended, which a healthy bus never does: keep trying to get a new one,
     /// then backfill whatever was missed meanwhile.
+    /// The adapters reconnect with their clients' own backoff; this only covers a bus whose
+    /// stream ended outright, so a steady retry is enough.
     async fn resubscribe(&mut self) -> BusEvents {
-        let mut wait = Duration::from_millis(100);
         loop {
             tracing::error!("the message bus subscription ended; resubscribing");
             match self.bus.subscribe().await {
@@ -266,8 +277,7 @@ impl Hub {
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot resubscribe to the message bus; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(RESUBSCRIBE_INTERVAL).await;
                 }
             }
         }
@@ -336,7 +346,6 @@ impl Hub {
                 outbox,
                 skip_through: resume_after.map_or(last, |after| after.max(Seq(0))),
                 held: replay_until.map(|_| Vec::new()),
-                held_limit: self.held_limit,
             },
         );
         Ok(Subscribed { replay_until })
@@ -512,6 +521,7 @@ impl Hub {
             return;
         };
         let prepared = prepare(message);
+        let mut delivered = 0;
         for subscriber in subscribers.values_mut() {
             if message
                 .seq
@@ -519,11 +529,11 @@ impl Hub {
             {
                 continue;
             }
-            self.metrics.messages_delivered.inc();
+            delivered += 1;
             match &mut subscriber.held {
                 Some(held) => {
                     held.push(prepared.clone());
-                    if held.len() > subscriber.held_limit {
+                    if held.len() > self.held_limit {
                         subscriber.outbox.mark_overflowed();
                     }
                 }
@@ -533,6 +543,7 @@ impl Hub {
                 }),
             }
         }
+        self.metrics.messages_delivered.inc_by(delivered);
     }
 }
 

@@ -262,7 +262,7 @@ impl Session {
             next.prepared
                 .write_for_subscription(&next.subscription, &mut out);
         }
-        self.context.metrics.frames_sent("MESSAGE", frames);
+        self.context.metrics.message_frames_sent.inc_by(frames);
         self.send_raw(out).await
     }
 
@@ -563,7 +563,7 @@ impl Session {
                     .write_for_subscription(subscription, &mut out);
             }
             let frames = page.len() as u64;
-            self.context.metrics.frames_sent("MESSAGE", frames);
+            self.context.metrics.message_frames_sent.inc_by(frames);
             self.context.metrics.messages_delivered.inc_by(frames);
             if self.send_raw(out).await.is_err() {
                 break;
@@ -619,15 +619,7 @@ impl Session {
     ) -> Result<(), ProtocolError> {
         match result {
             Ok(sent) => {
-                if let Some(error) = sent.publish_error {
-                    tracing::warn!(
-                        room = %sent.message.room_id, seq = sent.message.seq.0, %error,
-                        "message stored but not published; delivering it locally, other instances will backfill it"
-                    );
-                    self.context
-                        .hub
-                        .deliver_local(ChatMessagePublish::from(&sent.message));
-                }
+                self.context.hub.deliver_if_unpublished(&sent);
                 self.send_receipt(receipt.as_deref()).await
             }
             Err(error) => {

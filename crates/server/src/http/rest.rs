@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chat_domain::{
-    ChatError, ChatMessagePublish, ChatMessageRequest, HistoryQuery, Room, RoomId, SentMessage,
-    ValidationError,
+    ChatError, ChatMessagePublish, ChatMessageRequest, HistoryQuery, Room, RoomId, ValidationError,
 };
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -130,38 +129,36 @@ pub(crate) fn routes(
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes()))
         .and(state)
-        .then(|id: i64, body: bytes::Bytes, state: Arc<AppState>| async move {
-            state.metrics.messages_received.inc();
-            let mut request = match ChatMessageRequest::from_json(&body) {
-                Ok(request) => request,
-                Err(error) => {
-                    state.metrics.rejected(error.code());
-                    return invalid(error);
+        .then(
+            |id: i64, body: bytes::Bytes, state: Arc<AppState>| async move {
+                state.metrics.messages_received.inc();
+                let mut request = match ChatMessageRequest::from_json(&body) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        state.metrics.rejected(error.code());
+                        return invalid(error);
+                    }
+                };
+                // The path names the room; a body that names another one is a mistake to report.
+                match request.chat_room_id {
+                    Some(room) if room != RoomId(id) => {
+                        return invalid(ValidationError::InvalidJson(format!(
+                            "chatRoomId {room} in the body does not match room {id} in the path"
+                        )));
+                    }
+                    _ => request.chat_room_id = Some(RoomId(id)),
                 }
-            };
-            // The path names the room; a body that names another one is a mistake to report.
-            match request.chat_room_id {
-                Some(room) if room != RoomId(id) => {
-                    return invalid(ValidationError::InvalidJson(format!(
-                        "chatRoomId {room} in the body does not match room {id} in the path"
-                    )));
+                let sent = state.service.send(request).await;
+                match &sent {
+                    Ok(sent) => state.gateway.hub.deliver_if_unpublished(sent),
+                    Err(error) => state.metrics.rejected(error.code()),
                 }
-                _ => request.chat_room_id = Some(RoomId(id)),
-            }
-            let sent = state.service.send(request).await;
-            if let Ok(SentMessage {
-                publish_error: Some(error),
-                message,
-            }) = &sent
-            {
-                tracing::warn!(%error, "message stored but not published; delivering it locally, other instances will backfill it");
-                state.gateway.hub.deliver_local(ChatMessagePublish::from(message));
-            }
-            if let Err(error) = &sent {
-                state.metrics.rejected(error.code());
-            }
-            result(StatusCode::CREATED, sent.map(|s| ChatMessagePublish::from(&s.message)))
-        });
+                result(
+                    StatusCode::CREATED,
+                    sent.map(|s| ChatMessagePublish::from(&s.message)),
+                )
+            },
+        );
 
     create_room
         .or(list_rooms)
