@@ -22,6 +22,13 @@ const MIGRATION_LOCK_KEY: i64 = 0x6368_6174_5f6d_6967;
 /// run) before giving up; far above what our migrations take, far below "hung forever".
 const MIGRATION_STATEMENT_TIMEOUT: &str = "120s";
 
+fn migration_failed(target: &str, reason: String) -> PostgresError {
+    PostgresError::Migration {
+        target: target.to_owned(),
+        reason,
+    }
+}
+
 /// Applies the pending migrations on `connection`, which is consumed: the session ends
 /// with it, which also releases the lock should unlocking fail.
 ///
@@ -32,10 +39,6 @@ pub(crate) async fn run_pending(
     connection: AsyncPgConnection,
     target: String,
 ) -> Result<(), PostgresError> {
-    let failed = |reason: String, target: &str| PostgresError::Migration {
-        target: target.to_owned(),
-        reason,
-    };
     let task_target = target.clone();
     tokio::task::spawn_blocking(move || {
         let mut connection = AsyncConnectionWrapper::<AsyncPgConnection>::from(connection);
@@ -43,9 +46,9 @@ pub(crate) async fn run_pending(
     })
     .await
     .map_err(|e| {
-        failed(
-            format!("the migration task stopped unexpectedly: {e}"),
+        migration_failed(
             &target,
+            format!("the migration task stopped unexpectedly: {e}"),
         )
     })?
 }
@@ -54,10 +57,7 @@ fn run_locked(
     connection: &mut AsyncConnectionWrapper<AsyncPgConnection>,
     target: &str,
 ) -> Result<(), PostgresError> {
-    let failed = |reason: String| PostgresError::Migration {
-        target: target.to_owned(),
-        reason,
-    };
+    let failed = |reason: String| migration_failed(target, reason);
     diesel::sql_query(format!(
         "SET statement_timeout = '{MIGRATION_STATEMENT_TIMEOUT}'"
     ))
@@ -88,10 +88,7 @@ fn migrate(
     connection: &mut AsyncConnectionWrapper<AsyncPgConnection>,
     target: &str,
 ) -> Result<(), PostgresError> {
-    let failed = |reason: String| PostgresError::Migration {
-        target: target.to_owned(),
-        reason,
-    };
+    let failed = |reason: String| migration_failed(target, reason);
     let known = known_versions().map_err(failed)?;
     let newest_known = known.iter().max().map(MigrationVersion::as_owned);
     // Creates diesel's bookkeeping table on a fresh database.

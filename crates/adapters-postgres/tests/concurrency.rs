@@ -193,9 +193,7 @@ async fn a_failed_transaction_gives_its_seqs_back_and_the_unique_key_catches_a_d
 }
 
 async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    chat_test_support::postgres::admin_client(url)
         .await
-        .expect("admin connection");
-    tokio::spawn(connection);
-    client
+        .expect("admin connection")
 }

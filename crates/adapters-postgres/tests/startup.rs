@@ -11,11 +11,9 @@ use chat_adapters_postgres::{
 use chat_test_support::postgres::{fresh_database, with_database};
 
 async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    chat_test_support::postgres::admin_client(url)
         .await
-        .expect("admin connection");
-    tokio::spawn(connection);
-    client
+        .expect("admin connection")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

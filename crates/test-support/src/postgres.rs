@@ -158,7 +158,13 @@ pub fn with_database(url: &str, database: &str) -> String {
     format!("{}/{database}{query}", &base[..path_start])
 }
 
-async fn admin_client(admin_url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+/// A plain connection to `admin_url`, for creating databases or looking around in a test.
+///
+/// # Errors
+/// When the server cannot be reached or refuses the connection.
+pub async fn admin_client(
+    admin_url: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         // Ends when the client is dropped; an error here surfaces on the client's calls.
