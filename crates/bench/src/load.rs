@@ -271,13 +271,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
 
     report.sent = sent.iter().sum();
     report.unsent = report.scheduled.saturating_sub(report.sent);
-    report.expected = totals.expected;
-    report.delivered = totals.delivered;
-    report.lost = totals.lost;
-    report.duplicates = totals.duplicates;
-    report.reordered = totals.reordered;
-    report.misrouted = totals.misrouted;
-    report.unparsable = totals.unparsable;
+    report.deliveries = totals;
     report.errors = context.live.errors.load(Ordering::Relaxed);
     report.disconnects = context.live.disconnects.load(Ordering::Relaxed);
     let measured_sent =
@@ -299,9 +293,9 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     report.bench_runqueue_wait_s = bench_before
         .zip(bench_after)
         .map(|(before, after)| after.runqueue_wait_secs - before.runqueue_wait_secs);
-    report.ok = report.lost == 0
+    report.ok = report.deliveries.lost == 0
         && report.unsent == 0
-        && report.duplicates == 0
+        && report.deliveries.duplicates == 0
         && report.connect_failures == 0
         && report.latency.count > 0
         && report.latency.p99_ms < args.p99_limit_ms;

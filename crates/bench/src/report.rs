@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::latency::LatencySummary;
+use crate::tracker::DeliveryTotals;
 
 /// The outcome of [`crate::run_load`].
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,20 +40,9 @@ pub struct LoadReport {
     pub sent: u64,
     /// Scheduled but never written: the publisher could not keep up (server pushing back).
     pub unsent: u64,
-    /// Deliveries owed: each sent message times the subscribers of its room.
-    pub expected: u64,
-    /// Distinct deliveries.
-    pub delivered: u64,
-    /// Owed but never delivered.
-    pub lost: u64,
-    /// Repeated deliveries.
-    pub duplicates: u64,
-    /// Deliveries that came after a later message of the same publisher.
-    pub reordered: u64,
-    /// Deliveries of another room's messages.
-    pub misrouted: u64,
-    /// MESSAGE frames without a bench marker.
-    pub unparsable: u64,
+    /// What the subscribers received against what was owed (flattened into the JSON line).
+    #[serde(flatten)]
+    pub deliveries: DeliveryTotals,
     /// Application errors (`/user/queue/errors`) and ERROR frames the publishers received.
     pub errors: u64,
     /// Subscriber connections the server closed during the run.
@@ -128,13 +118,13 @@ impl fmt::Display for LoadReport {
         writeln!(
             f,
             "delivered  {} of {} expected ({:.0} deliveries/s); lost {}, duplicates {}, reordered {}, misrouted {}",
-            self.delivered,
-            self.expected,
+            self.deliveries.delivered,
+            self.deliveries.expected,
             self.deliveries_per_sec,
-            self.lost,
-            self.duplicates,
-            self.reordered,
-            self.misrouted,
+            self.deliveries.lost,
+            self.deliveries.duplicates,
+            self.deliveries.reordered,
+            self.deliveries.misrouted,
         )?;
         writeln!(
             f,
@@ -165,7 +155,7 @@ impl fmt::Display for LoadReport {
             self.connect_failures,
             self.errors,
             self.disconnects,
-            self.unparsable,
+            self.deliveries.unparsable,
             self.first_connect_error
                 .as_deref()
                 .map_or_else(String::new, |e| format!(" (first: {e})")),

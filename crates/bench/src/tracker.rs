@@ -63,7 +63,7 @@ pub struct DeliveryTracker {
 }
 
 /// Totals over subscribers, given what each publisher sent.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct DeliveryTotals {
     /// Deliveries owed: for each subscriber, the messages its room's publishers sent.
     pub expected: u64,
