@@ -171,3 +171,19 @@ impl fmt::Display for LoadReport {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_line_carries_the_delivery_totals_at_the_top_level() {
+        let mut report = LoadReport::default();
+        report.deliveries.lost = 3;
+        report.deliveries.expected = 10;
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["lost"], 3);
+        assert_eq!(json["expected"], 10);
+        assert!(json.get("deliveries").is_none());
+    }
+}
