@@ -17,7 +17,9 @@ use tracing::{debug, info};
 
 use crate::config::{RedisConfig, Target};
 use crate::error::{RedisError, unavailable, unreachable_message};
-use crate::subscription::{ConnectionEvents, SubscriptionState, relay_messages, supervise};
+use crate::subscription::{
+    ConnectionEvents, SubscriptionState, relay_messages, supervise, watch_liveness,
+};
 
 /// The publisher only reports connection events (errors, reconnects), a handful at a time;
 /// fred's default capacity. A lag there is handled like the event itself.
@@ -121,6 +123,7 @@ impl RedisBus {
                 events.clone(),
                 Arc::clone(&state),
             )),
+            tokio::spawn(watch_liveness(subscriber.clone(), Arc::clone(&state))),
         ];
         info!(endpoint = %endpoint, channel = %config.channel, "connected to Redis; publishing and subscribed");
         Ok(Self {

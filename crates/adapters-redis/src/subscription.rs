@@ -4,14 +4,14 @@
 //! subscriptions when messages may have been missed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_domain::{BusEvent, ChatMessagePublish};
 use fred::clients::SubscriberClient;
 use fred::error::{Error as FredError, ErrorKind};
 use fred::prelude::{ClientLike, PubsubInterface, Server};
-use fred::types::Message;
+use fred::types::{Message, Value};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, error, info, warn};
 
@@ -23,6 +23,13 @@ const DECODE_LOG_EVERY: u64 = 1_000;
 /// Pause before forcing a fresh connection when a resubscribe failed on a live connection,
 /// so a persistent failure cannot spin.
 const RESUBSCRIBE_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How often the subscribed connection is asked for a PING while it waits for messages.
+/// A subscribed connection otherwise sends nothing, so a frozen Redis or a half-open path
+/// would only be noticed by TCP keepalive, tens of seconds later.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a PING on the subscribed connection may go unanswered before the connection is
+/// taken for wedged and replaced: with [`PING_INTERVAL`], a wedge is noticed within 3 s.
+pub(crate) const PING_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What the bus, the relay and the supervisor share.
 #[derive(Debug)]
@@ -33,6 +40,9 @@ pub(crate) struct SubscriptionState {
     pub(crate) decode_failures: AtomicU64,
     /// `true` while SUBSCRIBE on `channel` is in effect on a live connection.
     pub(crate) active: watch::Sender<bool>,
+    /// Set once an outage of the subscription was logged, so it is logged once, not at
+    /// every reconnect attempt.
+    outage_logged: AtomicBool,
 }
 
 impl SubscriptionState {
@@ -43,7 +53,13 @@ impl SubscriptionState {
             reconnects: AtomicU64::new(0),
             decode_failures: AtomicU64::new(0),
             active: watch::Sender::new(false),
+            outage_logged: AtomicBool::new(false),
         }
+    }
+
+    /// `true` the first time it is called during an outage: whether to log it at warn level.
+    fn first_report_of_outage(&self) -> bool {
+        !self.outage_logged.swap(true, Ordering::AcqRel)
     }
 
     pub(crate) fn is_active(&self) -> bool {
@@ -188,9 +204,46 @@ pub(crate) async fn supervise(
     debug!(channel = %state.channel, "Redis connection supervisor stopped");
 }
 
+/// Pings the subscribed connection while the subscription is active; one that does not
+/// answer within [`PING_DEADLINE`] is marked down and replaced. The reconnect then
+/// resubscribes and tells local subscriptions they may have missed messages.
+pub(crate) async fn watch_liveness(subscriber: SubscriberClient, state: Arc<SubscriptionState>) {
+    let mut ticks = tokio::time::interval(PING_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if !state.is_active() {
+            continue;
+        }
+        let answered = tokio::time::timeout(PING_DEADLINE, subscriber.ping::<Value>(None)).await;
+        let failure = match answered {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) if e.kind() == &ErrorKind::Canceled && !subscriber.is_connected() => {
+                // QUIT at shutdown, or a reconnect already under way.
+                continue;
+            }
+            Ok(Err(e)) => e.details().to_owned(),
+            Err(_) => format!("no answer to PING within {} ms", PING_DEADLINE.as_millis()),
+        };
+        state.active.send_replace(false);
+        if state.first_report_of_outage() {
+            warn!(
+                endpoint = %state.endpoint,
+                channel = %state.channel,
+                reason = %failure,
+                "the Redis subscriber connection is wedged; replacing it. Messages are \
+                 fetched from the database meanwhile"
+            );
+        }
+        if let Err(e) = subscriber.force_reconnection().await {
+            debug!(error = %e, "forcing a Redis reconnection failed; fred keeps retrying");
+        }
+    }
+}
+
 fn subscriber_failed(state: &SubscriptionState, error: &FredError) {
-    let was_active = state.active.send_replace(false);
-    if was_active {
+    state.active.send_replace(false);
+    if state.first_report_of_outage() {
         warn!(
             endpoint = %state.endpoint,
             channel = %state.channel,
@@ -211,6 +264,7 @@ async fn resubscribe(
     match subscriber.subscribe(state.channel.as_str()).await {
         Ok(()) => {
             state.active.send_replace(true);
+            state.outage_logged.store(false, Ordering::Release);
             info!(
                 endpoint = %state.endpoint,
                 channel = %state.channel,
@@ -225,12 +279,17 @@ async fn resubscribe(
                 ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled
             );
             if transient {
-                warn!(
-                    endpoint = %state.endpoint,
-                    channel = %state.channel,
-                    error = %e,
-                    "subscribing again after a reconnect failed; forcing a fresh connection"
-                );
+                if state.first_report_of_outage() {
+                    warn!(
+                        endpoint = %state.endpoint,
+                        channel = %state.channel,
+                        error = %e,
+                        "subscribing again after a reconnect failed; forcing a fresh connection \
+                         until it works (logged once per outage)"
+                    );
+                } else {
+                    debug!(endpoint = %state.endpoint, error = %e, "resubscribe failed again; forcing a fresh connection");
+                }
                 // A new connection brings a new reconnect event and with it another attempt.
                 tokio::time::sleep(RESUBSCRIBE_RETRY_PAUSE).await;
                 if let Err(e) = subscriber.force_reconnection().await {

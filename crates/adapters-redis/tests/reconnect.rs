@@ -90,3 +90,39 @@ async fn after_a_redis_restart_the_bus_resubscribes_by_itself_and_delivers_again
     );
     bus.shutdown().await;
 }
+
+/// A frozen Redis (SIGSTOP) keeps its sockets open and answers nothing: only asking the
+/// subscribed connection something notices it. The bus must notice within 5 s, replace the
+/// connection, and once Redis answers again signal that messages may have been missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_is_noticed_on_the_subscribed_connection_and_the_gap_is_signalled() {
+    common::init_logs();
+    let redis = ThrowawayRedis::start().await;
+    let bus = RedisBus::connect(config(&redis.url(), "frozen"))
+        .await
+        .unwrap();
+    let mut events = bus.subscribe().await.unwrap();
+    bus.publish(&message(1, 1)).await.unwrap();
+    assert_eq!(
+        next_message(&mut events, "the first message").await,
+        message(1, 1)
+    );
+
+    redis.freeze().await;
+    // The subscription itself is reported down, not only the publisher.
+    let noticed = wait_for_health(&bus, false, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(noticed)).await;
+    assert!(
+        bus.subscribe().await.is_err(),
+        "the wedged subscription must not count as active"
+    );
+
+    redis.thaw().await;
+    wait_for_health(&bus, true, SOON).await;
+    assert_eq!(
+        next_event(&mut events, "the missed-messages signal").await,
+        BusEvent::MayHaveMissedMessages
+    );
+    assert!(bus.reconnects() > 0);
+    bus.shutdown().await;
+}

@@ -124,6 +124,31 @@ impl ThrowawayRedis {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as with a
+    /// hung host or a half-open network path.
+    pub async fn freeze(&self) {
+        self.signal("-STOP").await;
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub async fn thaw(&self) {
+        self.signal("-CONT").await;
+    }
+
+    async fn signal(&self, signal: &str) {
+        let pid = self
+            .process
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the throw-away redis-server is running");
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .await
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Stops the server if it runs and starts a fresh, empty one on the same port.
     ///
     /// # Panics
