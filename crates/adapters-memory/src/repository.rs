@@ -1,13 +1,13 @@
 //! A `MessageRepository` in a mutex-guarded map. Every append takes the lock, so `seq` is
 //! assigned without holes even under concurrent senders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chat_domain::{
     ChatMessage, HistoryQuery, MessageId, MessageRepository, NewChatMessage, RepositoryError, Room,
-    RoomId, RoomName, Seq,
+    RoomId, RoomName, SenderId, Seq,
 };
 use chrono::Utc;
 
@@ -16,6 +16,8 @@ struct State {
     rooms: BTreeMap<RoomId, RoomState>,
     last_room_id: i64,
     last_message_id: i64,
+    /// (room, sender, idempotency key) → the seq stored under it.
+    idempotency: HashMap<(RoomId, SenderId, String), Seq>,
 }
 
 #[derive(Debug)]
@@ -83,10 +85,31 @@ impl MessageRepository for InMemoryRepository {
     async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError> {
         let mut state = self.state();
         let id = MessageId(state.last_message_id + 1);
+        let key = message
+            .idempotency_key
+            .as_ref()
+            .map(|key| (message.room_id, message.sender_id, key.as_str().to_owned()));
+        let earlier = key
+            .as_ref()
+            .and_then(|key| state.idempotency.get(key))
+            .copied();
         let room = state
             .rooms
             .get_mut(&message.room_id)
             .ok_or(RepositoryError::UnknownRoom(message.room_id))?;
+        if let Some(seq) = earlier {
+            // seq s lives at index s - 1.
+            let index = usize::try_from(seq.prev().0).unwrap_or(usize::MAX);
+            if let Some(stored) = room.messages.get(index) {
+                return Ok(stored.clone());
+            }
+        }
+        if room.room.last_seq == Seq::MAX {
+            return Err(RepositoryError::Unavailable(format!(
+                "room {} has reached the largest seq",
+                message.room_id
+            )));
+        }
         let seq = room.room.last_seq.next();
         let stored = ChatMessage {
             id,
@@ -101,7 +124,18 @@ impl MessageRepository for InMemoryRepository {
         room.room.last_seq = seq;
         room.messages.push(stored.clone());
         state.last_message_id = id.0;
+        if let Some(key) = key {
+            state.idempotency.insert(key, seq);
+        }
         Ok(stored)
+    }
+
+    async fn last_seqs(&self, rooms: &[RoomId]) -> Result<Vec<(RoomId, Seq)>, RepositoryError> {
+        let state = self.state();
+        Ok(rooms
+            .iter()
+            .filter_map(|id| state.rooms.get(id).map(|r| (*id, r.room.last_seq)))
+            .collect())
     }
 
     async fn history(
@@ -120,7 +154,7 @@ impl MessageRepository for InMemoryRepository {
         let lower = query.after.map_or(0, index);
         let upper = query
             .before
-            .map_or(messages.len(), |b| index(Seq(b.0 - 1)))
+            .map_or(messages.len(), |b| index(b.prev()))
             .max(lower);
         let limit = query.limit.get() as usize;
         let page = if query.after.is_some() {

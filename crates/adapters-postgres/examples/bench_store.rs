@@ -140,7 +140,7 @@ async fn run_mode(config: PostgresConfig, settings: &Settings) -> Run {
                         content: Some(format!("message {stored} from sender {sender}")),
                         message_type: Some(MessageType::Text),
                     };
-                    match service.send(request).await {
+                    match service.send(request, None).await {
                         Ok(_) => {
                             stored += 1;
                             latencies.push(sent_at.elapsed());

@@ -3,13 +3,13 @@
 //! dead database gives `Unavailable` instead of a hang.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_domain::{
     ChatMessage, HistoryQuery, MessageRepository, NewChatMessage, RepositoryError, Room, RoomId,
-    RoomName,
+    RoomName, Seq,
 };
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool::Object;
@@ -126,14 +126,20 @@ impl Shared {
         &self,
         operation: impl Future<Output = Result<T, StoreFailure>>,
     ) -> Result<T, RepositoryError> {
-        let outcome = match tokio::time::timeout(self.deadline, operation).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(StoreFailure::TimedOut(self.deadline)),
-        };
-        outcome.map_err(|failure| {
+        self.within_deadline(operation).await.map_err(|failure| {
             tracing::warn!(database = %self.target, error = %failure, "PostgreSQL operation failed");
             RepositoryError::from(failure)
         })
+    }
+
+    async fn within_deadline<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreFailure>>,
+    ) -> Result<T, StoreFailure> {
+        match tokio::time::timeout(self.deadline, operation).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreFailure::TimedOut(self.deadline)),
+        }
     }
 
     async fn connection(&self) -> Result<Object<AsyncPgConnection>, StoreFailure> {
@@ -144,15 +150,61 @@ impl Shared {
     }
 
     /// Stores a batch in one transaction: one outcome per message, or one error for all.
+    ///
+    /// A failure before the COMMIT is `Unavailable` (nothing stored). A failure during the
+    /// COMMIT (connection lost, deadline passed) is looked into on another connection: the
+    /// batch's answers if it committed, `Unavailable` if it rolled back, and
+    /// `OutcomeUnknown` only when the store cannot be asked either.
     pub(crate) async fn append_batch(
         &self,
         batch: &[NewChatMessage],
     ) -> Result<Vec<AppendOutcome>, RepositoryError> {
-        self.bounded(async {
-            let mut conn = self.connection().await?;
-            store::append_batch(&mut conn, batch).await
-        })
-        .await
+        let prepared = Mutex::new(None);
+        let attempt = self
+            .within_deadline(async {
+                let mut conn = self.connection().await?;
+                store::append_batch(&mut conn, batch, &prepared).await
+            })
+            .await;
+        let failure = match attempt {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(failure) => failure,
+        };
+        let prepared = prepared
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(prepared) = prepared else {
+            tracing::warn!(database = %self.target, error = %failure, "PostgreSQL append failed; nothing was stored");
+            return Err(RepositoryError::from(failure));
+        };
+        tracing::warn!(
+            database = %self.target, error = %failure, messages = batch.len(),
+            "PostgreSQL connection lost while committing; checking whether the batch was stored"
+        );
+        let check = self
+            .within_deadline(async {
+                let mut conn = self.connection().await?;
+                store::committed(&mut conn, &prepared).await
+            })
+            .await;
+        match check {
+            Ok(true) => {
+                tracing::info!(database = %self.target, "the batch whose COMMIT was cut off is stored");
+                Ok(prepared.outcomes)
+            }
+            Ok(false) => Err(RepositoryError::Unavailable(format!(
+                "{failure}; the transaction was rolled back, nothing was stored"
+            ))),
+            Err(second) => {
+                tracing::error!(
+                    database = %self.target, error = %second,
+                    "cannot tell whether a batch whose COMMIT was cut off is stored; its senders are told to retry with their idempotency key"
+                );
+                Err(RepositoryError::OutcomeUnknown(format!(
+                    "{failure}; asking the database afterwards failed too: {second}"
+                )))
+            }
+        }
     }
 }
 
@@ -216,6 +268,15 @@ impl MessageRepository for PostgresRepository {
                 store::history(&mut conn, room, query).await
             })
             .await?
+    }
+
+    async fn last_seqs(&self, rooms: &[RoomId]) -> Result<Vec<(RoomId, Seq)>, RepositoryError> {
+        self.shared
+            .bounded(async {
+                let mut conn = self.shared.connection().await?;
+                store::last_seqs(&mut conn, rooms).await
+            })
+            .await
     }
 
     async fn check_health(&self) -> Result<(), RepositoryError> {

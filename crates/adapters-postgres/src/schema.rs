@@ -20,6 +20,7 @@ diesel::table! {
         content -> Text,
         message_type -> Text,
         created_at -> Timestamptz,
+        idempotency_key -> Nullable<Text>,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::{BusError, RepositoryError, RoomId};
+use crate::{BusError, RepositoryError, RoomId, Seq};
 
 /// A request that breaks the contract of spec §3. Nothing is stored or published.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -26,6 +26,8 @@ pub enum ValidationError {
     NegativeSeq,
     #[error("`{0}` contains a NUL character (U+0000), which cannot be stored")]
     NulCharacter(&'static str),
+    #[error("the idempotency key must be 1 to {max} visible ASCII characters (a UUID fits)")]
+    InvalidIdempotencyKey { max: usize },
 }
 
 impl ValidationError {
@@ -40,6 +42,7 @@ impl ValidationError {
             Self::ContentTooLong { .. } => "CONTENT_TOO_LONG",
             Self::InvalidRoomName { .. } => "INVALID_ROOM_NAME",
             Self::InvalidLimit { .. } | Self::NegativeSeq => "INVALID_PAGINATION",
+            Self::InvalidIdempotencyKey { .. } => "INVALID_IDEMPOTENCY_KEY",
             Self::NulCharacter(_) => "INVALID_CHARACTER",
         }
     }
@@ -54,6 +57,25 @@ pub enum ChatError {
     UnknownRoom(RoomId),
     #[error("the message store is unavailable, nothing was stored; retry later ({0})")]
     StoreUnavailable(String),
+    /// The store may or may not have kept the message (the connection was lost while it
+    /// committed). Retrying with the same idempotency key is safe: it never stores twice.
+    #[error(
+        "the message store did not confirm whether the message was stored; retry with the same \
+         idempotency key (x-idempotency-key / Idempotency-Key) to find out without storing it twice ({0})"
+    )]
+    StoreOutcomeUnknown(String),
+    /// `x-resume-after` names a seq the room has not reached: the client's position comes
+    /// from another history (a restored database, an in-memory restart).
+    #[error(
+        "x-resume-after {requested} is past the end of room {room} (its lastSeq is {last_seq}); \
+         the room's history changed: drop local state and resubscribe without x-resume-after, \
+         or resume from at most {last_seq}"
+    )]
+    InvalidResume {
+        room: RoomId,
+        requested: Seq,
+        last_seq: Seq,
+    },
     #[error("the message bus is unavailable ({0})")]
     BusUnavailable(String),
 }
@@ -66,6 +88,8 @@ impl ChatError {
             Self::Invalid(v) => v.code(),
             Self::UnknownRoom(_) => "UNKNOWN_ROOM",
             Self::StoreUnavailable(_) => "STORE_UNAVAILABLE",
+            Self::StoreOutcomeUnknown(_) => "STORE_OUTCOME_UNKNOWN",
+            Self::InvalidResume { .. } => "INVALID_RESUME",
             Self::BusUnavailable(_) => "BUS_UNAVAILABLE",
         }
     }
@@ -76,6 +100,7 @@ impl From<RepositoryError> for ChatError {
         match error {
             RepositoryError::UnknownRoom(room) => Self::UnknownRoom(room),
             RepositoryError::Unavailable(why) => Self::StoreUnavailable(why),
+            RepositoryError::OutcomeUnknown(why) => Self::StoreOutcomeUnknown(why),
         }
     }
 }

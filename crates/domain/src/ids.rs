@@ -46,9 +46,33 @@ id_newtype!(
 );
 
 impl Seq {
-    /// The seq that follows this one.
+    /// The largest seq a room can reach; a store refuses to go past it.
+    pub const MAX: Seq = Seq(i64::MAX);
+
+    /// The seq that follows this one, saturating at [`Seq::MAX`]: a room never reaches it
+    /// (2^63 messages), and saturating keeps a hostile `x-resume-after` from overflowing.
     #[must_use]
     pub const fn next(self) -> Seq {
-        Seq(self.0 + 1)
+        Seq(self.0.saturating_add(1))
+    }
+
+    /// The seq before this one, never below 0 (0 means "before the first message").
+    #[must_use]
+    pub const fn prev(self) -> Seq {
+        if self.0 <= 0 { Seq(0) } else { Seq(self.0 - 1) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_arithmetic_never_overflows_or_goes_negative() {
+        assert_eq!(Seq(4).next(), Seq(5));
+        assert_eq!(Seq::MAX.next(), Seq::MAX);
+        assert_eq!(Seq(5).prev(), Seq(4));
+        assert_eq!(Seq(0).prev(), Seq(0));
+        assert_eq!(Seq(i64::MIN).prev(), Seq(0));
     }
 }

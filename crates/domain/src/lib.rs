@@ -20,7 +20,8 @@ pub mod testkit;
 pub use error::{ChatError, ValidationError};
 pub use ids::{MessageId, RoomId, SenderId, Seq};
 pub use message::{
-    ChatMessage, ChatMessageRequest, MessageContent, MessageType, NewChatMessage, SenderNickname,
+    ChatMessage, ChatMessageRequest, IdempotencyKey, MessageContent, MessageType, NewChatMessage,
+    SenderNickname,
 };
 pub use ports::{
     BusCounters, BusError, BusEvent, BusEvents, MessageBus, MessageRepository, RepositoryError,

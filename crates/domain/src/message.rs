@@ -156,6 +156,36 @@ impl ChatMessageRequest {
     }
 }
 
+/// A client's name for one send, so that a retry after an unknown outcome stores the
+/// message once: 1 to 128 visible ASCII characters (a UUID fits), unique per sender and
+/// room. The STOMP header `x-idempotency-key` and the REST header `Idempotency-Key` carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX_CHARS: usize = 128;
+
+    /// # Errors
+    /// [`ValidationError::InvalidIdempotencyKey`] when empty, too long, or not visible ASCII.
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let valid = !raw.is_empty()
+            && raw.len() <= Self::MAX_CHARS
+            && raw.bytes().all(|b| b.is_ascii_graphic());
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ValidationError::InvalidIdempotencyKey {
+                max: Self::MAX_CHARS,
+            })
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A validated message, ready to be stored. Only [`NewChatMessage::try_from`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewChatMessage {
@@ -164,6 +194,18 @@ pub struct NewChatMessage {
     pub sender_nickname: SenderNickname,
     pub content: MessageContent,
     pub message_type: MessageType,
+    /// With a key, storing the same (room, sender, key) again returns the first message
+    /// instead of a new one.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl NewChatMessage {
+    /// The same message, sent under `key`.
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: Option<IdempotencyKey>) -> Self {
+        self.idempotency_key = key;
+        self
+    }
 }
 
 impl TryFrom<ChatMessageRequest> for NewChatMessage {
@@ -188,6 +230,7 @@ impl TryFrom<ChatMessageRequest> for NewChatMessage {
             sender_nickname: SenderNickname::parse(nickname)?,
             content: MessageContent::parse(&content)?,
             message_type: request.message_type.unwrap_or_default(),
+            idempotency_key: None,
         })
     }
 }
@@ -256,6 +299,19 @@ mod tests {
             SenderNickname::parse("a\0".into()).unwrap_err().code(),
             "INVALID_CHARACTER"
         );
+    }
+
+    #[test]
+    fn an_idempotency_key_is_visible_ascii_of_bounded_length() {
+        assert!(IdempotencyKey::parse("6f1c2a9e-0b7d-4c1e-9a55-2f0d1b3c4e5f").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(128)).is_ok());
+        for bad in ["", " ", "a b", "é", &"k".repeat(129)] {
+            assert_eq!(
+                IdempotencyKey::parse(bad).unwrap_err().code(),
+                "INVALID_IDEMPOTENCY_KEY",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use futures_core::Stream;
 use thiserror::Error;
 
 use crate::{
-    ChatMessage, ChatMessagePublish, HistoryQuery, NewChatMessage, Room, RoomId, RoomName,
+    ChatMessage, ChatMessagePublish, HistoryQuery, NewChatMessage, Room, RoomId, RoomName, Seq,
 };
 
 /// What a [`MessageRepository`] can fail with. Adapters map driver errors into these at
@@ -25,6 +25,10 @@ pub enum RepositoryError {
     /// and may be retried.
     #[error("message store unavailable: {0}")]
     Unavailable(String),
+    /// The store was committing when it became unreachable: the operation may or may not
+    /// have taken effect. Never reported for an operation known to have had no effect.
+    #[error("message store outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// Durable storage of rooms and messages.
@@ -53,11 +57,23 @@ pub trait MessageRepository: Send + Sync + 'static {
     /// `last_seq` + 1, never a hole, never a duplicate, also across processes) and its
     /// creation time. When this returns `Ok`, the message survives a crash.
     ///
+    /// With an idempotency key, a message whose (room, sender, key) is already stored is not
+    /// stored again: the first one is returned, with its id and seq.
+    ///
     /// # Errors
     /// [`RepositoryError::UnknownRoom`] when the room does not exist;
     /// [`RepositoryError::Unavailable`] when the store cannot be reached — then nothing was
-    /// stored and no seq was used.
+    /// stored and no seq was used; [`RepositoryError::OutcomeUnknown`] when the store was
+    /// lost while committing and could not tell afterwards whether the message was kept
+    /// (a retry with the same idempotency key finds out without storing it twice).
     async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError>;
+
+    /// The newest `seq` of each of `rooms` that exists (rooms that do not are left out), in
+    /// one round trip: how an instance checks that the bus brought it everything.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when the store cannot be reached.
+    async fn last_seqs(&self, rooms: &[RoomId]) -> Result<Vec<(RoomId, Seq)>, RepositoryError>;
 
     /// One page of a room's messages, in ascending `seq` order (see [`HistoryQuery`]).
     ///

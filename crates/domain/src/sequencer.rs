@@ -62,7 +62,7 @@ impl RoomSequencer {
         } else {
             SequenceDecision::Gap {
                 first: last.next(),
-                last: Seq(seq.0 - 1),
+                last: seq.prev(),
             }
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     BusError, ChatError, ChatMessage, ChatMessagePublish, ChatMessageRequest, HistoryQuery,
-    MessageBus, MessageRepository, NewChatMessage, Room, RoomId, RoomName,
+    IdempotencyKey, MessageBus, MessageRepository, NewChatMessage, Room, RoomId, RoomName,
 };
 
 /// The result of a successful send: the message is stored (and will never be lost).
@@ -49,12 +49,21 @@ impl ChatService {
     /// Validates, stores, then publishes. Store first: a message that is not stored is never
     /// published, so nobody ever sees a message that could later be lost.
     ///
+    /// With an `idempotency_key`, a retry of a send that was already stored returns the
+    /// stored message (same id and seq) and stores nothing new; it is published again, which
+    /// receivers drop as a duplicate by its seq.
+    ///
     /// # Errors
     /// [`ChatError::Invalid`] (nothing stored), [`ChatError::UnknownRoom`],
-    /// [`ChatError::StoreUnavailable`]. A failed publish is not an error: see
+    /// [`ChatError::StoreUnavailable`] (nothing stored), [`ChatError::StoreOutcomeUnknown`]
+    /// (retry with the same key to find out). A failed publish is not an error: see
     /// [`SentMessage::publish_error`].
-    pub async fn send(&self, request: ChatMessageRequest) -> Result<SentMessage, ChatError> {
-        let new_message = NewChatMessage::try_from(request)?;
+    pub async fn send(
+        &self,
+        request: ChatMessageRequest,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<SentMessage, ChatError> {
+        let new_message = NewChatMessage::try_from(request)?.with_idempotency_key(idempotency_key);
         let message = self.repository.append(new_message).await?;
         let publish_error = self
             .bus
@@ -149,7 +158,7 @@ mod tests {
                 p.message_id == MessageId(10) && p.seq == Some(Seq(1)) && p.content == "hello"
             })
             .returning(|_| Ok(()));
-        let sent = service(repo, bus).send(request(1)).await.unwrap();
+        let sent = service(repo, bus).send(request(1), None).await.unwrap();
         assert_eq!(sent.message.message_type, MessageType::Text);
         assert_eq!(sent.publish_error, None);
     }
@@ -162,7 +171,7 @@ mod tests {
         bus.expect_publish().never();
         let mut bad = request(1);
         bad.content = Some("   ".into());
-        let err = service(repo, bus).send(bad).await.unwrap_err();
+        let err = service(repo, bus).send(bad, None).await.unwrap_err();
         assert_eq!(err.code(), "EMPTY_CONTENT");
     }
 
@@ -173,7 +182,7 @@ mod tests {
             .returning(|_| Err(RepositoryError::Unavailable("connection refused".into())));
         let mut bus = MockMessageBus::new();
         bus.expect_publish().never();
-        let err = service(repo, bus).send(request(1)).await.unwrap_err();
+        let err = service(repo, bus).send(request(1), None).await.unwrap_err();
         assert_eq!(err.code(), "STORE_UNAVAILABLE");
     }
 
@@ -184,7 +193,10 @@ mod tests {
             .returning(|m| Err(RepositoryError::UnknownRoom(m.room_id)));
         let mut bus = MockMessageBus::new();
         bus.expect_publish().never();
-        let err = service(repo, bus).send(request(99)).await.unwrap_err();
+        let err = service(repo, bus)
+            .send(request(99), None)
+            .await
+            .unwrap_err();
         assert_eq!(err, ChatError::UnknownRoom(RoomId(99)));
     }
 
@@ -196,7 +208,7 @@ mod tests {
         bus.expect_publish()
             .with(always())
             .returning(|_| Err(BusError::Unavailable("redis down".into())));
-        let sent = service(repo, bus).send(request(1)).await.unwrap();
+        let sent = service(repo, bus).send(request(1), None).await.unwrap();
         assert_eq!(sent.message.id, MessageId(10));
         assert_eq!(
             sent.publish_error,

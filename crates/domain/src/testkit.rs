@@ -18,8 +18,8 @@ use futures_util::StreamExt;
 
 use crate::{
     BusEvent, BusEvents, ChatMessagePublish, ChatMessageRequest, HistoryLimit, HistoryQuery,
-    MessageBus, MessageId, MessageRepository, MessageType, NewChatMessage, RepositoryError, RoomId,
-    RoomName, SenderId, Seq,
+    IdempotencyKey, MessageBus, MessageId, MessageRepository, MessageType, NewChatMessage,
+    RepositoryError, RoomId, RoomName, SenderId, Seq,
 };
 
 #[doc(hidden)]
@@ -229,6 +229,93 @@ pub mod repository {
     pub async fn a_reachable_store_is_healthy(repo: &dyn MessageRepository) {
         repo.check_health().await.unwrap();
     }
+
+    pub async fn a_repeated_idempotency_key_returns_the_first_message(
+        repo: &dyn MessageRepository,
+    ) {
+        let other_room = room(repo, "idempotent-2").await;
+        let room = room(repo, "idempotent").await;
+        let key = || Some(IdempotencyKey::parse("retry-1").expect("valid key"));
+        let first = repo
+            .append(new_message(room, "once").with_idempotency_key(key()))
+            .await
+            .unwrap();
+        // A retry, even with other content, is the same send: nothing new is stored.
+        let again = repo
+            .append(new_message(room, "twice").with_idempotency_key(key()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.id, again.seq, again.content.as_str()),
+            (first.id, first.seq, "once")
+        );
+        // The key is per room and per sender: elsewhere it is a new message.
+        let elsewhere = repo
+            .append(new_message(other_room, "other room").with_idempotency_key(key()))
+            .await
+            .unwrap();
+        assert_eq!(elsewhere.seq, Seq(1));
+        let mut other_sender = new_message(room, "other sender").with_idempotency_key(key());
+        other_sender.sender_id = SenderId(8);
+        let other_sender = repo.append(other_sender).await.unwrap();
+        assert_eq!(other_sender.seq, Seq(2));
+        let unkeyed = repo.append(new_message(room, "no key")).await.unwrap();
+        assert_eq!(unkeyed.seq, Seq(3));
+        let all = repo
+            .history(
+                room,
+                HistoryQuery {
+                    after: Some(Seq(0)),
+                    before: None,
+                    limit: limit(10),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 3);
+    }
+
+    pub async fn concurrent_retries_with_one_key_store_one_message(repo: &dyn MessageRepository) {
+        let room = room(repo, "idempotent-race").await;
+        let sends = (0..8).map(|i| {
+            repo.append(
+                new_message(room, &format!("attempt {i}"))
+                    .with_idempotency_key(Some(IdempotencyKey::parse("race").expect("valid"))),
+            )
+        });
+        let results = futures_util::future::join_all(sends).await;
+        let stored: BTreeSet<(i64, i64)> = results
+            .into_iter()
+            .map(|r| {
+                let m = r.unwrap();
+                (m.id.0, m.seq.0)
+            })
+            .collect();
+        assert_eq!(
+            stored.len(),
+            1,
+            "every attempt answers with the one stored message"
+        );
+        let last = repo.find_room(room).await.unwrap().unwrap().last_seq;
+        assert_eq!(last, Seq(1));
+    }
+
+    pub async fn last_seqs_reports_each_existing_room_in_one_call(repo: &dyn MessageRepository) {
+        let quiet = room(repo, "quiet").await;
+        let busy = room(repo, "busy").await;
+        for i in 0..3 {
+            repo.append(new_message(busy, &format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        let missing = RoomId(i64::MAX);
+        let mut seqs = repo.last_seqs(&[busy, quiet, missing]).await.unwrap();
+        seqs.sort();
+        let mut expected = vec![(quiet, Seq(0)), (busy, Seq(3))];
+        expected.sort();
+        assert_eq!(seqs, expected);
+        assert!(repo.last_seqs(&[]).await.unwrap().is_empty());
+    }
 }
 
 /// Checks for [`MessageBus`] implementations.
@@ -351,6 +438,9 @@ macro_rules! repository_contract_tests {
             concurrent_appends_leave_no_hole_and_no_duplicate,
             history_pages_by_seq_in_ascending_order,
             a_reachable_store_is_healthy,
+            a_repeated_idempotency_key_returns_the_first_message,
+            concurrent_retries_with_one_key_store_one_message,
+            last_seqs_reports_each_existing_room_in_one_call,
         );
     };
 }

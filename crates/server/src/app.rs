@@ -16,9 +16,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
-use crate::gateway::hub::Hub;
+use crate::gateway::hub::{Hub, HubConfig};
 use crate::gateway::session::GatewayContext;
 use crate::metrics::{MeasuredBus, MeasuredRepository, Metrics};
+use crate::publish_queue::QueuedBus;
 use crate::state::{AppState, DrainSchedule, SessionCount};
 
 /// Why the application could not start. Each message says what to check.
@@ -164,10 +165,15 @@ impl Application {
                 inner: adapters.repository,
                 metrics: metrics.clone(),
             }),
-            bus: Arc::new(MeasuredBus {
-                inner: adapters.bus,
-                metrics: metrics.clone(),
-            }),
+            // The RECEIPT follows the commit, never the bus: publishes only enqueue.
+            bus: QueuedBus::start(
+                Arc::new(MeasuredBus {
+                    inner: adapters.bus,
+                    metrics: metrics.clone(),
+                }),
+                usize::try_from(settings.publish_queue).unwrap_or(usize::MAX),
+                metrics.clone(),
+            ),
         };
         // Subscribe before accepting anyone, so nothing published after start-up is missed.
         let events = adapters.bus.subscribe().await?;
@@ -175,7 +181,10 @@ impl Application {
             adapters.repository.clone(),
             adapters.bus.clone(),
             events,
-            settings.outbound_queue,
+            HubConfig {
+                held_limit: settings.outbound_queue,
+                reconcile_every: Duration::from_millis(settings.reconcile_interval_ms),
+            },
             metrics.clone(),
         );
         let (shutdown_sender, shutdown) = watch::channel(false);

@@ -69,6 +69,17 @@ pub struct Settings {
     #[arg(long, env = "CHAT_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 2000)]
     pub redis_command_timeout_ms: u64,
 
+    /// How often (ms) each instance compares what it delivered in every room it follows with
+    /// the store, and fetches what the bus never brought. Bounds how late a message can be
+    /// when Redis loses it or is down.
+    #[arg(long, env = "CHAT_RECONCILE_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub reconcile_interval_ms: u64,
+
+    /// How many stored messages may wait to be published to the bus; when Redis is slow or
+    /// down past that, publishes are dropped (other instances then catch up from the store).
+    #[arg(long, env = "CHAT_PUBLISH_QUEUE", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
+    pub publish_queue: u64,
+
     /// Heart-beat the server offers in CONNECTED: "can-send-ms,want-receive-ms".
     #[arg(long, env = "CHAT_HEARTBEAT", default_value = "10000,10000", value_parser = parse_heartbeat)]
     pub heartbeat: HeartBeat,

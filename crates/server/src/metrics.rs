@@ -10,7 +10,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chat_domain::{
     BusError, BusEvents, ChatMessage, ChatMessagePublish, HistoryQuery, MessageBus,
-    MessageRepository, NewChatMessage, RepositoryError, Room, RoomId, RoomName,
+    MessageRepository, NewChatMessage, RepositoryError, Room, RoomId, RoomName, Seq,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -69,6 +69,12 @@ pub(crate) struct Metrics {
     bus_decode_failures: Counter,
     pub(crate) slow_consumer_disconnects: Counter,
     pub(crate) gap_backfills: Counter,
+    /// Stored messages not handed to the bus because its queue was full.
+    pub(crate) publish_dropped: Counter,
+    /// Messages the store holds that this instance had not delivered, at the last check.
+    pub(crate) fanout_lag: Gauge,
+    /// Reconciliations that found messages the bus never brought.
+    pub(crate) reconciliations_found: Counter,
 }
 
 /// Latency buckets from 100 µs to about 6.5 s.
@@ -99,6 +105,9 @@ impl Metrics {
             bus_decode_failures: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
             gap_backfills: Counter::default(),
+            publish_dropped: Counter::default(),
+            fanout_lag: Gauge::default(),
+            reconciliations_found: Counter::default(),
         };
         metrics.message_frames_sent = metrics
             .frames_sent
@@ -160,6 +169,21 @@ impl Metrics {
             "chat_publish_failures",
             "Stored messages the bus did not take",
             metrics.publish_failures.clone(),
+        );
+        r.register(
+            "chat_publish_dropped",
+            "Stored messages not published because the publish queue was full (the bus was slow or down); other instances fetch them from the store",
+            metrics.publish_dropped.clone(),
+        );
+        r.register(
+            "chat_fanout_lag_messages",
+            "Stored messages of followed rooms not yet delivered here, at the last reconciliation",
+            metrics.fanout_lag.clone(),
+        );
+        r.register(
+            "chat_reconciliations_found",
+            "Reconciliations with the store that found messages the bus never brought",
+            metrics.reconciliations_found.clone(),
         );
         r.register(
             "chat_messages_delivered",
@@ -287,6 +311,10 @@ impl MessageRepository for MeasuredRepository {
         query: HistoryQuery,
     ) -> Result<Vec<ChatMessage>, RepositoryError> {
         self.inner.history(room, query).await
+    }
+
+    async fn last_seqs(&self, rooms: &[RoomId]) -> Result<Vec<(RoomId, Seq)>, RepositoryError> {
+        self.inner.last_seqs(rooms).await
     }
 
     async fn check_health(&self) -> Result<(), RepositoryError> {

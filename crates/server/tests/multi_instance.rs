@@ -117,7 +117,7 @@ async fn an_instance_that_sees_a_seq_jump_backfills_the_gap_from_the_store() {
             chat_json(room, &format!("m{n}")).as_bytes(),
         )
         .unwrap();
-        last = Some(service.send(request).await.unwrap().message);
+        last = Some(service.send(request, None).await.unwrap().message);
     }
     adapters
         .bus

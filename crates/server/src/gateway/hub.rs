@@ -27,10 +27,16 @@ use crate::metrics::Metrics;
 /// is filled from the store. Concurrent senders publish in a racy order, so small reorders
 /// are normal; waiting a few milliseconds saves a store query for each of them.
 const REORDER_WINDOW: Duration = Duration::from_millis(30);
+/// How long to wait before trying again to fill a gap the store could not be read for.
+const GAP_RETRY: Duration = Duration::from_millis(250);
 /// How often to retry when the bus refuses a new subscription.
 const RESUBSCRIBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Most messages held ahead of a gap per room; past it the gap is filled at once.
 const MAX_HELD_AHEAD: usize = 1024;
+/// How long a room that the store showed ahead of us may stay behind before it is
+/// backfilled: long enough for messages already on their way through the bus to land,
+/// so a busy room does not cost a query at every reconciliation.
+const RECONCILE_GRACE: Duration = Duration::from_millis(250);
 
 /// A connection's id, unique within this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,8 +111,8 @@ enum Command {
         reply: oneshot::Sender<Result<Subscribed, ChatError>>,
     },
     CaughtUp(SubscriptionKey),
-    /// A message stored here whose publish failed: deliver it to this instance's clients
-    /// anyway (other instances catch up by seq).
+    /// A message stored through this instance: delivered to its clients at once, without
+    /// waiting for it to come back from the bus (its copy from the bus is then a duplicate).
     Local(ChatMessagePublish),
     Unsubscribe(SubscriptionKey),
     Disconnect(ConnectionId),
@@ -149,16 +155,10 @@ impl HubHandle {
         let _ = self.commands.send(Command::CaughtUp(key));
     }
 
-    /// After a send (STOMP or REST): a stored message the bus did not take is still
-    /// delivered to this instance's clients; other instances catch up by seq.
-    pub(crate) fn deliver_if_unpublished(&self, sent: &SentMessage) {
-        let Some(error) = &sent.publish_error else {
-            return;
-        };
-        tracing::warn!(
-            room = %sent.message.room_id, seq = sent.message.seq.0, %error,
-            "message stored but not published; delivering it locally, other instances will backfill it"
-        );
+    /// After a send (STOMP or REST): the stored message goes to this instance's clients
+    /// right after the commit, whatever the bus does; other instances get it from the bus,
+    /// or from the store by reconciliation when the bus loses it.
+    pub(crate) fn deliver_stored(&self, sent: &SentMessage) {
         let _ = self
             .commands
             .send(Command::Local(ChatMessagePublish::from(&sent.message)));
@@ -197,6 +197,27 @@ pub(crate) struct Hub {
     /// Per room, messages that arrived before a predecessor, and when to stop waiting.
     ahead: HashMap<RoomId, (Instant, BTreeMap<Seq, ChatMessagePublish>)>,
     held_limit: usize,
+    /// How often the followed rooms are compared with the store.
+    reconcile_every: Duration,
+    /// Answers of the reconciliation query, which runs beside the hub, not inside it.
+    reconciled: (mpsc::Sender<StoreSeqs>, mpsc::Receiver<StoreSeqs>),
+    reconciling: bool,
+    /// Rooms the store showed ahead of what was delivered here, with the store's seq, and
+    /// when to backfill those still behind.
+    behind: HashMap<RoomId, Seq>,
+    behind_deadline: Option<Instant>,
+}
+
+/// The store's answer to a reconciliation: the newest seq of each followed room.
+type StoreSeqs = Result<Vec<(RoomId, Seq)>, ChatError>;
+
+/// How the hub is tuned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HubConfig {
+    /// Live messages held per subscription while its replay runs.
+    pub(crate) held_limit: usize,
+    /// Period of the comparison with the store that catches what the bus never brought.
+    pub(crate) reconcile_every: Duration,
 }
 
 /// A page size for backfills: the largest the repository serves.
@@ -226,11 +247,17 @@ impl Hub {
         repository: Arc<dyn MessageRepository>,
         bus: Arc<dyn MessageBus>,
         events: BusEvents,
-        held_limit: usize,
+        config: HubConfig,
         metrics: Arc<Metrics>,
     ) -> (HubHandle, tokio::task::JoinHandle<()>) {
         let (commands, receiver) = mpsc::unbounded_channel();
         let hub = Hub {
+            held_limit: config.held_limit,
+            reconcile_every: config.reconcile_every.max(Duration::from_millis(10)),
+            reconciled: mpsc::channel(1),
+            reconciling: false,
+            behind: HashMap::new(),
+            behind_deadline: None,
             repository,
             bus,
             rooms: HashMap::new(),
@@ -239,16 +266,21 @@ impl Hub {
             sequencer: RoomSequencer::new(),
             metrics,
             ahead: HashMap::new(),
-            held_limit,
         };
         let task = tokio::spawn(hub.run(receiver, events));
         (HubHandle { commands }, task)
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut events: BusEvents) {
+        let mut reconcile =
+            tokio::time::interval_at(Instant::now() + self.reconcile_every, self.reconcile_every);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let reorder_deadline = self.ahead.values().map(|(deadline, _)| *deadline).min();
             tokio::select! {
+                _ = reconcile.tick() => self.start_reconciliation(),
+                Some(answer) = self.reconciled.1.recv() => self.on_reconciled(answer),
+                () = sleep_until_some(self.behind_deadline) => self.backfill_behind().await,
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
                     None => return,
@@ -280,6 +312,74 @@ impl Hub {
                     tokio::time::sleep(RESUBSCRIBE_INTERVAL).await;
                 }
             }
+        }
+    }
+
+    /// Asks the store for the newest seq of every followed room, in one query that runs
+    /// beside the hub (a slow store delays only the answer, not fan-out).
+    fn start_reconciliation(&mut self) {
+        if self.reconciling {
+            return;
+        }
+        let rooms: Vec<RoomId> = self.rooms.keys().copied().collect();
+        if rooms.is_empty() {
+            self.metrics.fanout_lag.set(0);
+            return;
+        }
+        self.reconciling = true;
+        let repository = self.repository.clone();
+        let answer = self.reconciled.0.clone();
+        tokio::spawn(async move {
+            let seqs = repository.last_seqs(&rooms).await.map_err(ChatError::from);
+            let _ = answer.send(seqs).await;
+        });
+    }
+
+    /// Notes the rooms the store is ahead in; those still behind after a grace period are
+    /// backfilled.
+    fn on_reconciled(&mut self, answer: StoreSeqs) {
+        self.reconciling = false;
+        let seqs = match answer {
+            Ok(seqs) => seqs,
+            Err(error) => {
+                tracing::debug!(%error, "reconciliation with the store failed; retrying next period");
+                return;
+            }
+        };
+        let mut lag: i64 = 0;
+        for (room, stored) in seqs {
+            let Some(delivered) = self.sequencer.last_delivered(room) else {
+                continue;
+            };
+            if stored > delivered {
+                lag = lag.saturating_add(stored.0 - delivered.0);
+                let target = self.behind.entry(room).or_insert(stored);
+                *target = (*target).max(stored);
+            }
+        }
+        self.metrics.fanout_lag.set(lag);
+        if !self.behind.is_empty() && self.behind_deadline.is_none() {
+            self.behind_deadline = Some(Instant::now() + RECONCILE_GRACE);
+        }
+    }
+
+    /// Backfills the rooms that reconciliation found behind and that the bus has not
+    /// caught up since.
+    async fn backfill_behind(&mut self) {
+        self.behind_deadline = None;
+        let behind: Vec<(RoomId, Seq)> = self.behind.drain().collect();
+        for (room, stored) in behind {
+            let Some(last) = self.sequencer.last_delivered(room) else {
+                continue;
+            };
+            if last >= stored {
+                continue;
+            }
+            tracing::info!(%room, delivered = last.0, stored = stored.0, "the bus never brought some messages of this room; fetching them from the store");
+            self.metrics.reconciliations_found.inc();
+            self.metrics.gap_backfills.inc();
+            self.backfill(room, last, None).await;
+            self.deliver_held_in_order(room);
         }
     }
 
@@ -322,12 +422,26 @@ impl Hub {
         outbox: Arc<Outbox>,
         resume_after: Option<Seq>,
     ) -> Result<Subscribed, ChatError> {
-        if !self.rooms.contains_key(&room) {
+        let followed = self.rooms.contains_key(&room);
+        if !followed || resume_after.is_some() {
             // First local subscriber: start following from the room's newest seq, so a gap
-            // in the very next bus message is noticed too.
+            // in the very next bus message is noticed too. A resume point is checked against
+            // the store, not against what this instance delivered: the client may come
+            // from an instance that is ahead.
             let found = self.repository.find_room(room).await?;
             let found = found.ok_or(ChatError::UnknownRoom(room))?;
-            self.sequencer.follow(room, found.last_seq);
+            if let Some(after) = resume_after
+                && after > found.last_seq
+            {
+                return Err(ChatError::InvalidResume {
+                    room,
+                    requested: after,
+                    last_seq: found.last_seq,
+                });
+            }
+            if !followed {
+                self.sequencer.follow(room, found.last_seq);
+            }
         }
         let last = self.sequencer.last_delivered(room).unwrap_or(Seq(0));
         let replay_until = resume_after.filter(|after| *after < last).map(|_| last);
@@ -379,6 +493,7 @@ impl Hub {
                 self.rooms.remove(&room);
                 self.sequencer.forget(room);
                 self.ahead.remove(&room);
+                self.behind.remove(&room);
             }
         }
     }
@@ -457,17 +572,21 @@ impl Hub {
         tracing::debug!(%room, after = last.0, before = first_held.0, "gap in room seq; backfilling from the store");
         self.metrics.gap_backfills.inc();
         let filled = self.backfill(room, last, Some(first_held)).await;
-        if !filled {
-            // The store is down: deliver what we have rather than hold it forever. Clients
-            // see the jump in seq and can fetch the rest with x-resume-after later.
-            self.sequencer.delivered(room, Seq(first_held.0 - 1));
-        }
         self.deliver_held_in_order(room);
         if let Some((deadline, held)) = self.ahead.get_mut(&room) {
             if held.is_empty() {
                 self.ahead.remove(&room);
-            } else {
+            } else if filled {
                 *deadline = Instant::now() + REORDER_WINDOW;
+            } else {
+                // The store cannot be read: never skip the gap (that would lose the missing
+                // messages for every subscriber here). Keep the position, retry later, and
+                // bound what waits by letting go of the newest held messages: the store
+                // has them, and the next backfill fetches them in order.
+                *deadline = Instant::now() + GAP_RETRY;
+                while held.len() > MAX_HELD_AHEAD / 2 {
+                    held.pop_last();
+                }
             }
         }
     }
@@ -621,7 +740,10 @@ mod tests {
             Arc::new(repository),
             Arc::new(MockMessageBus::new()),
             Box::pin(stream),
-            64,
+            HubConfig {
+                held_limit: 64,
+                reconcile_every: Duration::from_secs(3600),
+            },
             Arc::new(Metrics::new()),
         );
         let (outbox, queue) = Outbox::new(64);

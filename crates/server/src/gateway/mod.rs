@@ -5,6 +5,8 @@
 //! cannot set tungstenite's read buffer: its 128 KiB default is zero-filled on every read
 //! poll and stays resident per connection (docs/benchmarks.md measures both).
 
+#[cfg(test)]
+mod fault_tests;
 pub(crate) mod hub;
 pub(crate) mod session;
 

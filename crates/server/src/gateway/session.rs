@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chat_domain::{
     ChatError, ChatMessagePublish, ChatMessageRequest, ChatService, HistoryLimit, HistoryQuery,
-    RoomId, SentMessage, Seq,
+    IdempotencyKey, RoomId, SentMessage, Seq,
 };
 use chat_stomp::heartbeat::{self, HeartBeatMonitor};
 use chat_stomp::{
@@ -599,14 +599,26 @@ impl Session {
                 .send_app_error("UNKNOWN_DESTINATION", &message, receipt.as_deref())
                 .await;
         }
-        let request = ChatMessageRequest::from_json(&frame.body);
+        let request = ChatMessageRequest::from_json(&frame.body).and_then(|request| {
+            let key = frame
+                .header("x-idempotency-key")
+                .map(IdempotencyKey::parse)
+                .transpose()?;
+            Ok((request, key))
+        });
         let service = self.context.service.clone();
+        let hub = self.context.hub.clone();
         // Queued in order, so RECEIPTs and errors come back in the order the SENDs came in.
         self.sends.push_back(Box::pin(async move {
             let result = match request {
-                Ok(request) => service.send(request).await,
+                Ok((request, key)) => service.send(request, key).await,
                 Err(invalid) => Err(ChatError::Invalid(invalid)),
             };
+            // Delivered here as soon as it is committed, not when its turn for a RECEIPT
+            // comes; the hub puts it in seq order.
+            if let Ok(sent) = &result {
+                hub.deliver_stored(sent);
+            }
             (receipt, result)
         }));
         Ok(())
@@ -618,13 +630,13 @@ impl Session {
         result: Result<SentMessage, ChatError>,
     ) -> Result<(), ProtocolError> {
         match result {
-            Ok(sent) => {
-                self.context.hub.deliver_if_unpublished(&sent);
-                self.send_receipt(receipt.as_deref()).await
-            }
+            Ok(_) => self.send_receipt(receipt.as_deref()).await,
             Err(error) => {
                 self.context.metrics.rejected(error.code());
-                if matches!(error, ChatError::StoreUnavailable(_)) {
+                if matches!(
+                    error,
+                    ChatError::StoreUnavailable(_) | ChatError::StoreOutcomeUnknown(_)
+                ) {
                     tracing::warn!(%error, "a SEND could not be stored");
                 }
                 self.send_app_error(error.code(), &error.to_string(), receipt.as_deref())

@@ -39,9 +39,10 @@ pub(crate) fn from_chat_error(error: &ChatError) -> Response {
     let status = match error {
         ChatError::Invalid(_) => StatusCode::BAD_REQUEST,
         ChatError::UnknownRoom(_) => StatusCode::NOT_FOUND,
-        ChatError::StoreUnavailable(_) | ChatError::BusUnavailable(_) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ChatError::InvalidResume { .. } => StatusCode::BAD_REQUEST,
+        ChatError::StoreUnavailable(_)
+        | ChatError::StoreOutcomeUnknown(_)
+        | ChatError::BusUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     response(status, error.code(), &error.to_string())
 }

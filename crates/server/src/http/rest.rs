@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chat_domain::{
-    ChatError, ChatMessagePublish, ChatMessageRequest, HistoryQuery, Room, RoomId, ValidationError,
+    ChatError, ChatMessagePublish, ChatMessageRequest, HistoryQuery, IdempotencyKey, Room, RoomId,
+    ValidationError,
 };
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -128,10 +129,18 @@ pub(crate) fn routes(
     let post_message = messages
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes()))
+        .and(warp::header::optional::<String>("idempotency-key"))
         .and(state)
         .then(
-            |id: i64, body: bytes::Bytes, state: Arc<AppState>| async move {
+            |id: i64, body: bytes::Bytes, key: Option<String>, state: Arc<AppState>| async move {
                 state.metrics.messages_received.inc();
+                let key = match key.as_deref().map(IdempotencyKey::parse).transpose() {
+                    Ok(key) => key,
+                    Err(error) => {
+                        state.metrics.rejected(error.code());
+                        return invalid(error);
+                    }
+                };
                 let mut request = match ChatMessageRequest::from_json(&body) {
                     Ok(request) => request,
                     Err(error) => {
@@ -148,9 +157,9 @@ pub(crate) fn routes(
                     }
                     _ => request.chat_room_id = Some(RoomId(id)),
                 }
-                let sent = state.service.send(request).await;
+                let sent = state.service.send(request, key).await;
                 match &sent {
-                    Ok(sent) => state.gateway.hub.deliver_if_unpublished(sent),
+                    Ok(sent) => state.gateway.hub.deliver_stored(sent),
                     Err(error) => state.metrics.rejected(error.code()),
                 }
                 result(

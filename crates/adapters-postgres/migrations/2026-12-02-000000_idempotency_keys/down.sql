@@ -1,0 +1,2 @@
+DROP INDEX chat_messages_idempotency_unique;
+ALTER TABLE chat_messages DROP COLUMN idempotency_key;
