@@ -99,6 +99,18 @@ pub struct BenchArgs {
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
 
+    /// Ask for a RECEIPT on every SEND and report the time from each message's intended
+    /// send time to its RECEIPT (chat-service sends it once the message is committed).
+    #[arg(long)]
+    pub receipts: bool,
+
+    /// With `--receipts`: write what each SEND got to this file, one line per answer:
+    /// `<publisher> <intended send time µs> RECEIPT|<error code>`, so a fault run can be
+    /// checked against the store afterwards (every RECEIPTed message stored once, no
+    /// "not stored" error for a stored one).
+    #[arg(long, requires = "receipts")]
+    pub outcome_log: Option<std::path::PathBuf>,
+
     /// p99 latency limit in milliseconds for the `ok` verdict (zero loss and p99 below it).
     #[arg(long, default_value_t = 50.0)]
     pub p99_limit_ms: f64,

@@ -59,6 +59,14 @@ pub enum BenchError {
     /// Flags that cannot work together.
     #[error("invalid arguments: {0}")]
     InvalidArgs(String),
+    /// A result file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Output {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// Every subscriber or every publisher failed to connect: nothing to measure.
     #[error("no usable connections: {0}")]
     NoConnections(String),

@@ -53,6 +53,10 @@ struct RunContext {
     measure_from_us: u64,
     live: LiveCounters,
     latency: SharedLatency,
+    receipt_latency: SharedLatency,
+    receipts: AtomicU64,
+    /// With `--outcome-log`: (publisher, intended send time, RECEIPT or error code).
+    outcomes: Option<std::sync::Mutex<Vec<(u32, u64, String)>>>,
     sent_by_publisher: Vec<AtomicU64>,
 }
 
@@ -167,6 +171,12 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
         measure_from_us: micros(measure_from - origin),
         live: LiveCounters::default(),
         latency: SharedLatency::new(),
+        receipt_latency: SharedLatency::new(),
+        receipts: AtomicU64::new(0),
+        outcomes: args
+            .outcome_log
+            .as_ref()
+            .map(|_| std::sync::Mutex::new(Vec::new())),
         sent_by_publisher: (0..args.publishers).map(|_| AtomicU64::new(0)).collect(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -196,6 +206,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
                 },
                 room_id: rooms.ids[room],
                 raw: args.raw_topic,
+                receipts: args.receipts,
                 size: args.size,
                 interval: Duration::from_secs_f64(1.0 / per_publisher_rate),
                 // Spread publishers evenly over one interval instead of all firing at once.
@@ -279,6 +290,23 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     report.sent_per_sec = per_second(measured_sent, args.duration);
     report.deliveries_per_sec = per_second(measured_deliveries as f64, args.duration);
     report.latency = context.latency.summary();
+    if args.receipts {
+        report.receipts = context.receipts.load(Ordering::Relaxed);
+        report.receipt_latency = Some(context.receipt_latency.summary());
+    }
+    if let (Some(path), Some(outcomes)) = (&args.outcome_log, &context.outcomes) {
+        let outcomes = outcomes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut text = String::with_capacity(outcomes.len() * 24);
+        for (publisher, sent_us, outcome) in outcomes.iter() {
+            text.push_str(&format!("{publisher} {sent_us} {outcome}\n"));
+        }
+        std::fs::write(path, text).map_err(|source| BenchError::Output {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
     if let (Some(before), Some(after)) = (server_before, server_after) {
         let cpu = after.cpu_secs - before.cpu_secs;
         report.server_cpu_s = Some(cpu);
@@ -462,6 +490,7 @@ struct PublisherPlan {
     destination: String,
     room_id: i64,
     raw: bool,
+    receipts: bool,
     size: usize,
     interval: Duration,
     phase: f64,
@@ -514,12 +543,24 @@ impl PublisherPlan {
         } else {
             "application/json"
         };
+        // The receipt id is the intended send time, so the RECEIPT alone gives the latency.
+        let receipt = if self.receipts {
+            format!("receipt:{sent_us}\n")
+        } else {
+            String::new()
+        };
         format!(
-            "SEND\ndestination:{}\ncontent-type:{content_type}\ncontent-length:{}\n\n{body}\0",
+            "SEND\ndestination:{}\ncontent-type:{content_type}\ncontent-length:{}\n{receipt}\n{body}\0",
             self.destination,
             body.len()
         )
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn publisher_loop(connection: StompConnection, plan: PublisherPlan, context: &RunContext) {
@@ -529,9 +570,11 @@ async fn publisher_loop(connection: StompConnection, plan: PublisherPlan, contex
         ..
     } = connection;
     let (mut sink, mut stream) = socket.split();
-    // The read side must keep moving, or the server's writes to us would back up; it only
-    // counts errors (chat-service sends rejected SENDs to /user/queue/errors).
+    // The read side must keep moving, or the server's writes to us would back up; it
+    // counts errors (chat-service sends rejected SENDs to /user/queue/errors) and times
+    // RECEIPTs.
     let errors = async {
+        let mut receipt_latency = context.receipt_latency.recorder();
         while let Some(Ok(message)) = stream.next().await {
             match message {
                 Message::Text(text) => decoder.feed(text.as_bytes()),
@@ -540,10 +583,39 @@ async fn publisher_loop(connection: StompConnection, plan: PublisherPlan, contex
                 _ => continue,
             }
             while let Ok(Some(item)) = decoder.next_item() {
-                if let Item::Frame(frame) = item
-                    && matches!(frame.command, Command::Error | Command::Message)
-                {
-                    context.live.errors.fetch_add(1, Ordering::Relaxed);
+                let Item::Frame(frame) = item else { continue };
+                match frame.command {
+                    Command::Error => {
+                        context.live.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Command::Message => {
+                        context.live.errors.fetch_add(1, Ordering::Relaxed);
+                        if let Some(outcomes) = &context.outcomes {
+                            let error: serde_json::Value =
+                                serde_json::from_slice(&frame.body).unwrap_or_default();
+                            let sent_us =
+                                error["receiptId"].as_str().and_then(|id| id.parse().ok());
+                            let code = error["code"].as_str().unwrap_or("UNKNOWN").to_owned();
+                            if let Some(sent_us) = sent_us {
+                                lock(outcomes).push((plan.index, sent_us, code));
+                            }
+                        }
+                    }
+                    Command::Receipt => {
+                        context.receipts.fetch_add(1, Ordering::Relaxed);
+                        let sent_us = frame
+                            .header("receipt-id")
+                            .and_then(|id| id.parse::<u64>().ok());
+                        if let (Some(outcomes), Some(sent_us)) = (&context.outcomes, sent_us) {
+                            lock(outcomes).push((plan.index, sent_us, "RECEIPT".to_owned()));
+                        }
+                        if let Some(sent_us) = sent_us
+                            && sent_us >= context.measure_from_us
+                        {
+                            receipt_latency.record(context.now_us().saturating_sub(sent_us));
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -662,6 +734,7 @@ mod tests {
             destination: "/topic/x".into(),
             room_id: 1,
             raw: true,
+            receipts: false,
             size: 64,
             interval: Duration::from_millis(100),
             phase: 0.3,
@@ -683,6 +756,7 @@ mod tests {
             destination: CHAT_SEND_DESTINATION.into(),
             room_id: 12,
             raw: false,
+            receipts: true,
             size: 100,
             interval: Duration::from_millis(1),
             phase: 0.0,
@@ -708,5 +782,7 @@ mod tests {
                 sent_us: 1234
             })
         );
+        // With receipts, the receipt id carries the intended send time.
+        assert_eq!(frame.header("receipt"), Some("1234"));
     }
 }

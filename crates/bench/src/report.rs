@@ -56,6 +56,10 @@ pub struct LoadReport {
     pub sent_per_sec: f64,
     /// Distinct deliveries per second of messages sent during the measured window.
     pub deliveries_per_sec: f64,
+    /// With `--receipts`: RECEIPTs received, and the time from the intended send time to
+    /// the RECEIPT, measured messages only.
+    pub receipts: u64,
+    pub receipt_latency: Option<LatencySummary>,
     /// End-to-end latency from the intended send time, measured messages only.
     #[serde(flatten)]
     pub latency: LatencySummary,
@@ -136,6 +140,13 @@ impl fmt::Display for LoadReport {
             self.latency.max_ms,
             self.latency.count,
         )?;
+        if let Some(receipt) = &self.receipt_latency {
+            writeln!(
+                f,
+                "receipts   {} received; p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+                self.receipts, receipt.p50_ms, receipt.p99_ms, receipt.p999_ms, receipt.max_ms,
+            )?;
+        }
         writeln!(
             f,
             "server     cpu {} ({} cores, {} waiting for a CPU), {} per delivery, peak RSS {}; generator cpu {}",
