@@ -655,10 +655,9 @@ async fn publisher_loop(connection: StompConnection, plan: PublisherPlan, contex
         // Leave politely, so the server does not log a broken connection.
         let _ = sink.send(Message::Close(None)).await;
     };
-    tokio::select! {
-        () = send => {}
-        () = errors => {}
-    }
+    // Both to the end: the answers to the last SENDs (RECEIPTs, errors) arrive after the
+    // Close is sent, and the server closes only once it has answered them.
+    tokio::join!(send, errors);
 }
 
 fn spawn_progress(
