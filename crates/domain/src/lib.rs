@@ -6,6 +6,7 @@
 //! [`MessageBus`]; the server wires them to STOMP and REST.
 #![forbid(unsafe_code)]
 
+mod delivery;
 mod error;
 mod ids;
 mod message;
@@ -17,6 +18,10 @@ mod service;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use delivery::{
+    Action, ConnectionId, DeliveryEngine, DisconnectReason, EngineConfig, EngineStats, Fetch,
+    FetchId, Fetched, SubscriptionKey,
+};
 pub use error::{ChatError, ValidationError};
 pub use ids::{MessageId, RoomId, SenderId, Seq};
 pub use message::{
