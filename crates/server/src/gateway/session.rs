@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_domain::{
-    ChatError, ChatMessagePublish, ChatMessageRequest, ChatService, HistoryLimit, HistoryQuery,
-    IdempotencyKey, RoomId, SentMessage, Seq,
+    ChatError, ChatMessageRequest, ChatService, IdempotencyKey, RoomId, SentMessage, Seq,
 };
 use chat_stomp::heartbeat::{self, HeartBeatMonitor};
 use chat_stomp::{
@@ -33,7 +32,9 @@ pub(crate) type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 use crate::metrics::{CloseReason, Metrics};
 use crate::state::DrainSchedule;
 
-use super::hub::{ConnectionId, HubHandle, Outbound, Outbox, SubscriptionKey, prepare};
+use super::hub::{
+    ConnectionId, Eviction, HubHandle, Outbound, Outbox, Subscribed, SubscriptionKey,
+};
 
 /// The only destination clients send chat messages to.
 const SEND_DESTINATION: &str = "/app/chat.sendMessage";
@@ -80,7 +81,7 @@ fn violation(message: impl Into<String>) -> ProtocolError {
 /// What a subscription of this session points at.
 #[derive(Debug, Clone, Copy)]
 enum Target {
-    Room,
+    Room(RoomId),
     Errors,
 }
 
@@ -141,11 +142,12 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
                 let _ = session.send_error("the server is shutting down; reconnect to continue", None).await;
                 break CloseReason::ServerShutdown;
             }
-            () = outbox.overflowed() => {
-                let _ = session.send_error(
-                    "slow consumer: this client fell too far behind and was disconnected; reconnect and resubscribe with x-resume-after to catch up",
-                    None,
-                ).await;
+            why = outbox.evicted() => {
+                let message = match why {
+                    Eviction::SlowConsumer => "slow consumer: this client fell too far behind and was disconnected; reconnect and resubscribe with x-resume-after to catch up".to_owned(),
+                    Eviction::ReplayFailed(reason) => format!("the history for x-resume-after could not be read ({reason}); reconnect and resubscribe with the same x-resume-after"),
+                };
+                let _ = session.send_error(&message, None).await;
                 break CloseReason::SlowConsumer;
             }
             Some(item) = queue.recv() => session.write_queued(item, &mut queue).await.map(|()| true),
@@ -517,59 +519,14 @@ impl Session {
                 self.send_app_error(error.code(), &error.to_string(), receipt)
                     .await
             }
-            Ok(subscribed) => {
-                self.subscriptions.insert(id.clone(), Target::Room);
+            Ok(Subscribed) => {
+                self.subscriptions.insert(id.clone(), Target::Room(room));
                 self.context.metrics.subscriptions_current.inc();
-                // The RECEIPT says "subscribed"; the replayed history follows it, then live.
-                let receipted = self.send_receipt(receipt).await;
-                if let (Some(after), Some(until)) = (resume_after, subscribed.replay_until) {
-                    let replayed = self.replay(room, &id, after, until).await;
-                    self.context.hub.caught_up(key);
-                    if let Err(error) = replayed {
-                        return self
-                            .send_app_error(error.code(), &error.to_string(), receipt)
-                            .await;
-                    }
-                }
-                receipted
+                // The RECEIPT says "subscribed". A resume's history follows it through the
+                // connection's queue (the hub replays it), then the live messages.
+                self.send_receipt(receipt).await
             }
         }
-    }
-
-    /// Sends the stored messages `after < seq <= until` of `room` to one subscription, page
-    /// by page, before the hub releases the live ones it held meanwhile.
-    async fn replay(
-        &mut self,
-        room: RoomId,
-        subscription: &str,
-        after: Seq,
-        until: Seq,
-    ) -> Result<(), ChatError> {
-        let limit =
-            HistoryLimit::parse(i64::from(HistoryLimit::MAX)).unwrap_or(HistoryLimit::DEFAULT);
-        let mut cursor = after;
-        while cursor < until {
-            let query = HistoryQuery {
-                after: Some(cursor),
-                before: Some(until.next()),
-                limit,
-            };
-            let page = self.context.service.history(room, query).await?;
-            let Some(last) = page.last() else { break };
-            cursor = last.seq;
-            let mut out = Vec::new();
-            for message in &page {
-                prepare(&ChatMessagePublish::from(message))
-                    .write_for_subscription(subscription, &mut out);
-            }
-            let frames = page.len() as u64;
-            self.context.metrics.message_frames_sent.inc_by(frames);
-            self.context.metrics.messages_delivered.inc_by(frames);
-            if self.send_raw(out).await.is_err() {
-                break;
-            }
-        }
-        Ok(())
     }
 
     async fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
@@ -577,10 +534,13 @@ impl Session {
         if let Some((id, target)) = self.subscriptions.remove_entry(id) {
             self.context.metrics.subscriptions_current.dec();
             match target {
-                Target::Room => self.context.hub.unsubscribe(SubscriptionKey {
-                    connection: self.connection,
-                    id,
-                }),
+                Target::Room(room) => self.context.hub.unsubscribe(
+                    SubscriptionKey {
+                        connection: self.connection,
+                        id,
+                    },
+                    room,
+                ),
                 Target::Errors => self.errors_subscription = None,
             }
         }
