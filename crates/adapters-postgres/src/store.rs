@@ -38,7 +38,7 @@ impl From<RoomRow> for Room {
     }
 }
 
-#[derive(diesel::Queryable, Selectable)]
+#[derive(diesel::Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = chat_messages, check_for_backend(diesel::pg::Pg))]
 struct MessageRow {
     id: i64,
@@ -200,24 +200,11 @@ enum Plan {
     UnknownRoom,
 }
 
+/// A stored message found by its idempotency key.
 #[derive(QueryableByName)]
 struct KeyedRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = BigInt)]
-    chat_room_id: i64,
-    #[diesel(sql_type = BigInt)]
-    seq: i64,
-    #[diesel(sql_type = BigInt)]
-    sender_id: i64,
-    #[diesel(sql_type = Text)]
-    sender_nickname: String,
-    #[diesel(sql_type = Text)]
-    content: String,
-    #[diesel(sql_type = Text)]
-    message_type: String,
-    #[diesel(sql_type = Timestamptz)]
-    created_at: DateTime<Utc>,
+    #[diesel(embed)]
+    message: MessageRow,
     #[diesel(sql_type = Text)]
     idempotency_key: String,
 }
@@ -390,17 +377,12 @@ async fn stored_keys(
     .load(tx)
     .await?;
     for row in rows {
-        let index = (row.chat_room_id, row.sender_id, row.idempotency_key.clone());
-        let message = ChatMessage::try_from(MessageRow {
-            id: row.id,
-            chat_room_id: row.chat_room_id,
-            seq: row.seq,
-            sender_id: row.sender_id,
-            sender_nickname: row.sender_nickname,
-            content: row.content,
-            message_type: row.message_type,
-            created_at: row.created_at,
-        })?;
+        let index = (
+            row.message.chat_room_id,
+            row.message.sender_id,
+            row.idempotency_key,
+        );
+        let message = ChatMessage::try_from(row.message)?;
         found.index.insert(index, found.messages.len());
         found.messages.push(message);
     }

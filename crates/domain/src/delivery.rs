@@ -638,12 +638,14 @@ impl DeliveryEngine {
                 continue;
             }
             match &mut subscriber.held {
-                Some(held) => {
+                // Past the limit the connection is let go once; nothing more piles up for
+                // it meanwhile.
+                Some(held) if held.len() < self.config.held_limit => held.push(message.clone()),
+                Some(held) if held.len() == self.config.held_limit => {
                     held.push(message.clone());
-                    if held.len() > self.config.held_limit {
-                        too_slow.push(key.connection);
-                    }
+                    too_slow.push(key.connection);
                 }
+                Some(_) => {}
                 None => to.push(key.clone()),
             }
         }

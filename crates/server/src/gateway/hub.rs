@@ -197,7 +197,7 @@ pub(crate) fn prepare(message: &ChatMessagePublish) -> Arc<PreparedMessage> {
     ))
 }
 
-/// Shards by default: one per core.
+/// Engine shards: one per core.
 fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
@@ -214,23 +214,7 @@ impl Hub {
         config: HubConfig,
         metrics: Arc<Metrics>,
     ) -> (HubHandle, tokio::task::JoinHandle<()>) {
-        Self::spawn_sharded(repository, bus, events, config, metrics, default_shards())
-    }
-
-    /// As [`Hub::spawn`], with `shards` engine tasks (0: one per core).
-    pub(crate) fn spawn_sharded(
-        repository: Arc<dyn MessageRepository>,
-        bus: Arc<dyn MessageBus>,
-        events: BusEvents,
-        config: HubConfig,
-        metrics: Arc<Metrics>,
-        shards: usize,
-    ) -> (HubHandle, tokio::task::JoinHandle<()>) {
-        let shards = if shards == 0 {
-            default_shards()
-        } else {
-            shards
-        };
+        let shards = default_shards();
         let engine_config = EngineConfig {
             held_limit: config.held_limit,
             reconcile_every: config.reconcile_every.max(Duration::from_millis(10)),
