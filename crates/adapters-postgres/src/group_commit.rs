@@ -4,12 +4,11 @@
 //! answered with its own row only after that transaction has committed, so an answer still
 //! means "durably stored"; the commit's fsync and round trips are shared by the batch.
 
-use std::sync::Arc;
+use std::future::Future;
 
-use chat_domain::NewChatMessage;
+use chat_domain::{NewChatMessage, RepositoryError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::repository::Shared;
 use crate::store::AppendOutcome;
 
 /// One caller waiting for its message to be stored.
@@ -19,12 +18,16 @@ pub(crate) struct PendingAppend {
 }
 
 /// One writer. While it commits a batch, the next one piles up in its queue, so batches
-/// grow with the load and a lone message waits for nobody.
-pub(crate) async fn run_writer(
-    shared: Arc<Shared>,
+/// grow with the load and a lone message waits for nobody. `store_batch` stores one batch
+/// in one transaction: an outcome per message once committed, or one error for all.
+pub(crate) async fn run_writer<Store, Stored>(
+    store_batch: Store,
     mut queue: mpsc::Receiver<PendingAppend>,
     max_batch: usize,
-) {
+) where
+    Store: Fn(Vec<NewChatMessage>) -> Stored,
+    Stored: Future<Output = Result<Vec<AppendOutcome>, RepositoryError>>,
+{
     let mut pending = Vec::with_capacity(max_batch);
     loop {
         if queue.recv_many(&mut pending, max_batch).await == 0 {
@@ -41,7 +44,7 @@ pub(crate) async fn run_writer(
         if messages.is_empty() {
             continue;
         }
-        match shared.append_batch(&messages).await {
+        match store_batch(messages).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A caller that left since then simply misses its answer.

@@ -39,7 +39,7 @@ enum Appends {
 }
 
 /// What every operation and every writer needs.
-pub(crate) struct Shared {
+struct Shared {
     pool: PgPool,
     /// `user@host:port/db`, for messages.
     target: String,
@@ -103,7 +103,12 @@ impl PostgresRepository {
                     // Room for two full batches; past that, senders wait here
                     // (back-pressure) instead of queueing without bound.
                     let (sender, receiver) = mpsc::channel(config.max_batch.saturating_mul(2));
-                    tokio::spawn(run_writer(Arc::clone(&shared), receiver, config.max_batch));
+                    let shared = Arc::clone(&shared);
+                    let store_batch = move |batch: Vec<NewChatMessage>| {
+                        let shared = Arc::clone(&shared);
+                        async move { shared.append_batch(&batch).await }
+                    };
+                    tokio::spawn(run_writer(store_batch, receiver, config.max_batch));
                     sender
                 })
                 .collect();
@@ -155,7 +160,7 @@ impl Shared {
     /// COMMIT (connection lost, deadline passed) is looked into on another connection: the
     /// batch's answers if it committed, `Unavailable` if it rolled back, and
     /// `OutcomeUnknown` only when the store cannot be asked either.
-    pub(crate) async fn append_batch(
+    async fn append_batch(
         &self,
         batch: &[NewChatMessage],
     ) -> Result<Vec<AppendOutcome>, RepositoryError> {

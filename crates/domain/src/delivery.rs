@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::{ChatError, ChatMessagePublish, HistoryLimit, Room, RoomId, RoomSequencer, Seq};
+use crate::{
+    ChatError, ChatMessagePublish, HistoryLimit, HistoryQuery, Room, RoomId, RoomSequencer, Seq,
+};
 
 /// A connection of this instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -384,8 +386,18 @@ impl DeliveryEngine {
             (Fetch::Room { id, room }, Fetched::Room(result)) => {
                 self.on_room(*id, *room, result, now);
             }
-            (Fetch::Range { id, room, .. }, Fetched::Range(result)) => {
-                self.on_range(*id, *room, result, now);
+            (
+                Fetch::Range {
+                    id,
+                    room,
+                    after,
+                    before,
+                    limit,
+                },
+                Fetched::Range(result),
+            ) => {
+                let query = HistoryQuery::range(*after, *before, *limit);
+                self.on_range(*id, *room, query, result, now);
             }
             (Fetch::LastSeqs { id, .. }, Fetched::LastSeqs(result)) => {
                 self.on_last_seqs(*id, result, now);
@@ -735,6 +747,7 @@ impl DeliveryEngine {
         &mut self,
         id: FetchId,
         room: RoomId,
+        query: HistoryQuery,
         result: Result<Vec<ChatMessagePublish>, ChatError>,
         now: Instant,
     ) {
@@ -767,7 +780,7 @@ impl DeliveryEngine {
                 return;
             }
         };
-        let full = page.len() >= self.config.page.get() as usize;
+        let len = page.len();
         for message in page {
             let last = self.sequencer.last_delivered(room).unwrap_or(Seq(0));
             match message.seq {
@@ -783,8 +796,7 @@ impl DeliveryEngine {
         let Some(state) = self.rooms.get_mut(&room) else {
             return;
         };
-        let more_in_range = full && before.is_none_or(|b| last.next() < b);
-        if more_in_range {
+        if query.next_page(len, last).is_some() {
             self.start_range(room, before);
             return;
         }

@@ -106,6 +106,32 @@ impl HistoryQuery {
         }
     }
 
+    /// The first page of a forward read of `after < seq < before` (to the end when
+    /// `before` is `None`).
+    #[must_use]
+    pub fn range(after: Seq, before: Option<Seq>, limit: HistoryLimit) -> Self {
+        Self {
+            after: Some(after),
+            before,
+            limit,
+        }
+    }
+
+    /// Reading forward page by page (the one paging rule, for catch-up and for resume
+    /// replay): the query after a page of `len` messages that ended at `last`; `None` when
+    /// that page was the last one, because it was short or reached `before`, or because
+    /// this query does not read forward.
+    #[must_use]
+    pub fn next_page(&self, len: usize, last: Seq) -> Option<Self> {
+        self.after?;
+        let full = len >= self.limit.get() as usize;
+        let more = full && self.before.is_none_or(|before| last.next() < before);
+        more.then_some(Self {
+            after: Some(last),
+            ..*self
+        })
+    }
+
     /// Builds a query from the raw `afterSeq`, `beforeSeq` and `limit` parameters.
     ///
     /// # Errors
@@ -150,5 +176,20 @@ mod tests {
         );
         assert!(HistoryQuery::parse(None, None, Some(0)).is_err());
         assert!(HistoryQuery::parse(Some(-1), None, None).is_err());
+    }
+
+    #[test]
+    fn a_forward_read_goes_on_while_pages_are_full_and_stops_at_before() {
+        let two = HistoryLimit::parse(2).unwrap();
+        let open = HistoryQuery::range(Seq(0), None, two);
+        assert_eq!(
+            open.next_page(2, Seq(2)),
+            Some(HistoryQuery::range(Seq(2), None, two))
+        );
+        assert_eq!(open.next_page(1, Seq(1)), None, "a short page is the last");
+        let bounded = HistoryQuery::range(Seq(0), Some(Seq(5)), two);
+        assert!(bounded.next_page(2, Seq(3)).is_some());
+        assert_eq!(bounded.next_page(2, Seq(4)), None, "seq 5 is not wanted");
+        assert_eq!(HistoryQuery::latest(two).next_page(2, Seq(9)), None);
     }
 }

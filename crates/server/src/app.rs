@@ -11,16 +11,21 @@ use chat_adapters_memory::{InMemoryBus, InMemoryRepository};
 use chat_adapters_postgres::{PostgresConfig, PostgresRepository};
 use chat_adapters_redis::{RedisBus, RedisConfig};
 use chat_domain::{BusError, ChatService, MessageBus, MessageRepository};
+use chat_session::SessionConfig;
 use chat_stomp::Limits;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::gateway::hub::{Hub, HubConfig};
-use crate::gateway::session::GatewayContext;
+use crate::gateway::{GatewayContext, Lifecycle};
 use crate::metrics::{MeasuredBus, MeasuredRepository, Metrics};
 use crate::publish_queue::QueuedBus;
-use crate::state::{AppState, DrainSchedule, SessionCount};
+use crate::state::AppState;
+
+/// SENDs of one connection being stored at once; past it the session stops reading, which
+/// pushes back on the client through TCP instead of queueing without bound.
+const MAX_SENDS_IN_FLIGHT: usize = 64;
 
 /// Why the application could not start. Each message says what to check.
 #[derive(Debug, thiserror::Error)]
@@ -189,25 +194,31 @@ impl Application {
         );
         let (shutdown_sender, shutdown) = watch::channel(false);
         let (stop_listening, listening_stopped) = watch::channel(false);
-        let sessions = Arc::new(SessionCount::default());
         let service = ChatService::new(adapters.repository, adapters.bus);
         let gateway = Arc::new(GatewayContext {
             service: service.clone(),
             hub,
-            server_heartbeat: settings.heartbeat,
-            heartbeat_grace: settings.heartbeat_grace,
-            limits: Limits {
-                max_frame_bytes: settings.max_frame_bytes,
-                ..Limits::default()
+            session: SessionConfig {
+                server_heartbeat: settings.heartbeat,
+                heartbeat_grace: settings.heartbeat_grace,
+                limits: Limits {
+                    max_frame_bytes: settings.max_frame_bytes,
+                    ..Limits::default()
+                },
+                connect_timeout: settings.connect_timeout(),
+                instance: instance_id(local_addr),
+                max_sends_in_flight: MAX_SENDS_IN_FLIGHT,
             },
             outbound_queue: settings.outbound_queue,
-            connect_timeout: settings.connect_timeout(),
-            instance: instance_id(local_addr),
             shutdown: shutdown.clone(),
-            drain: DrainSchedule::new(settings.drain_window(), sessions.clone()),
+            lifecycle: Arc::new(Lifecycle::new(settings.drain_window())),
             metrics: metrics.clone(),
         });
-        let state = Arc::new(AppState::new(service, gateway, sessions, metrics));
+        let state = Arc::new(AppState {
+            service,
+            gateway,
+            metrics,
+        });
         // The listener stays open while draining, so probes see 503 and new upgrades get a
         // clear refusal; it closes once the sessions are gone.
         let server = tokio::spawn(crate::listener::serve(
@@ -244,17 +255,18 @@ impl Application {
     pub async fn run_until_stopped(self) {
         let mut stopping = self.shutdown.0.subscribe();
         let _ = stopping.wait_for(|stopping| *stopping).await;
-        self.state.start_draining();
+        self.state.gateway.lifecycle.start_draining();
         tracing::info!(
-            sessions = self.state.sessions.open(),
+            sessions = self.state.gateway.lifecycle.open(),
             grace = ?self.grace,
             "shutting down: draining connections"
         );
         let deadline = tokio::time::Instant::now() + self.grace;
-        let drained = tokio::time::timeout_at(deadline, self.state.sessions.all_closed()).await;
+        let drained =
+            tokio::time::timeout_at(deadline, self.state.gateway.lifecycle.all_closed()).await;
         if drained.is_err() {
             tracing::warn!(
-                sessions = self.state.sessions.open(),
+                sessions = self.state.gateway.lifecycle.open(),
                 "grace period over with sessions still open; exiting anyway"
             );
         }

@@ -11,6 +11,7 @@ mod gateway;
 mod http;
 mod listener;
 mod metrics;
+mod problem;
 mod publish_queue;
 pub mod shutdown;
 mod state;

@@ -53,7 +53,7 @@ pub(crate) async fn serve(
             let mut routes = routes.clone();
             async move {
                 if request.uri().path() == gateway::PATH {
-                    Ok::<_, Infallible>(gateway::upgrade(&state, request))
+                    Ok::<_, Infallible>(gateway::upgrade(&state.gateway, request))
                 } else {
                     routes.call(request).await
                 }

@@ -18,8 +18,9 @@ async fn main() -> ExitCode {
     };
     let stop = app.shutdown_handle();
     tokio::spawn(async move {
-        shutdown::signal().await;
+        let received = shutdown::signal().await;
         stop.trigger();
+        tracing::info!(signal = received.as_str(), "stop signal received");
     });
     app.run_until_stopped().await;
     ExitCode::SUCCESS

@@ -12,6 +12,7 @@ use chat_domain::{
     BusError, BusEvents, ChatMessage, ChatMessagePublish, HistoryQuery, MessageBus,
     MessageRepository, NewChatMessage, RepositoryError, Room, RoomId, RoomName, Seq,
 };
+use chat_session::CloseReason;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,30 +20,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Label = [(&'static str, &'static str); 1];
-
-/// Why a connection ended, as the `reason` label says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
-    ClientClosed,
-    ProtocolError,
-    SlowConsumer,
-    HeartbeatTimeout,
-    ServerShutdown,
-    ConnectionLost,
-}
-
-impl CloseReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::ClientClosed => "client_closed",
-            Self::ProtocolError => "protocol_error",
-            Self::SlowConsumer => "slow_consumer",
-            Self::HeartbeatTimeout => "heartbeat_timeout",
-            Self::ServerShutdown => "server_shutdown",
-            Self::ConnectionLost => "connection_lost",
-        }
-    }
-}
 
 /// Every metric of the instance.
 #[derive(Debug)]

@@ -38,20 +38,11 @@ pub(crate) struct Outbound {
     pub(crate) subscription: Arc<str>,
 }
 
-/// Why a connection is let go by the hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Eviction {
-    /// Its queue overflowed, or its replay stalled past the held limit.
-    SlowConsumer,
-    /// Its resume could not be replayed from the store.
-    ReplayFailed(String),
-}
-
 /// The sending side of a connection's bounded queue.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     queue: mpsc::Sender<Outbound>,
-    evicted: OnceLock<Eviction>,
+    evicted: OnceLock<DisconnectReason>,
     notify: Notify,
 }
 
@@ -68,18 +59,18 @@ impl Outbox {
 
     fn deliver(&self, item: Outbound) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(item) {
-            self.evict(Eviction::SlowConsumer);
+            self.evict(DisconnectReason::SlowConsumer);
         }
     }
 
-    fn evict(&self, why: Eviction) {
+    fn evict(&self, why: DisconnectReason) {
         if self.evicted.set(why).is_ok() {
             self.notify.notify_one();
         }
     }
 
     /// Resolves once the connection must go, with the reason.
-    pub(crate) async fn evicted(&self) -> Eviction {
+    pub(crate) async fn evicted(&self) -> DisconnectReason {
         loop {
             if let Some(why) = self.evicted.get() {
                 return why.clone();
@@ -89,18 +80,13 @@ impl Outbox {
     }
 }
 
-/// What the hub answers to a subscription. A resume replays through the connection's
-/// queue after this answer, before the live messages.
-#[derive(Debug)]
-pub(crate) struct Subscribed;
-
 enum Command {
     Subscribe {
         key: SubscriptionKey,
         room: RoomId,
         outbox: Arc<Outbox>,
         resume_after: Option<Seq>,
-        reply: oneshot::Sender<Result<Subscribed, ChatError>>,
+        reply: oneshot::Sender<Result<(), ChatError>>,
     },
     /// From the bus, or stored through this instance (delivered at once; its copy from the
     /// bus is then a duplicate).
@@ -138,7 +124,7 @@ impl HubHandle {
         room: RoomId,
         outbox: Arc<Outbox>,
         resume_after: Option<Seq>,
-    ) -> Result<Subscribed, ChatError> {
+    ) -> Result<(), ChatError> {
         let (reply, answer) = oneshot::channel();
         let sent = self.shard(room).send(Command::Subscribe {
             key,
@@ -182,14 +168,10 @@ pub(crate) struct HubConfig {
     pub(crate) reconcile_every: Duration,
 }
 
-pub(crate) fn destination(room: RoomId) -> String {
-    format!("/topic/chatroom/{room}")
-}
-
 /// Encodes a chat message as the shared part of its MESSAGE frame.
 pub(crate) fn prepare(message: &ChatMessagePublish) -> Arc<PreparedMessage> {
     Arc::new(PreparedMessage::new(
-        &destination(message.chat_room_id),
+        &chat_session::destination::room(message.chat_room_id),
         &message.message_id.to_string(),
         "application/json",
         &[],
@@ -303,7 +285,7 @@ async fn resubscribe(bus: &dyn MessageBus) -> BusEvents {
 struct Shard {
     engine: DeliveryEngine,
     outboxes: HashMap<ConnectionId, Arc<Outbox>>,
-    replies: HashMap<SubscriptionKey, oneshot::Sender<Result<Subscribed, ChatError>>>,
+    replies: HashMap<SubscriptionKey, oneshot::Sender<Result<(), ChatError>>>,
     repository: Arc<dyn MessageRepository>,
     metrics: Arc<Metrics>,
     fetch_slots: Arc<Semaphore>,
@@ -384,15 +366,12 @@ impl Shard {
                 Action::Fetch(fetch) => self.start_fetch(fetch),
                 Action::Subscribed { key, result } => {
                     if let Some(reply) = self.replies.remove(&key) {
-                        let _ = reply.send(result.map(|()| Subscribed));
+                        let _ = reply.send(result);
                     }
                 }
                 Action::Disconnect { connection, reason } => {
                     if let Some(outbox) = self.outboxes.get(&connection) {
-                        outbox.evict(match reason {
-                            DisconnectReason::SlowConsumer => Eviction::SlowConsumer,
-                            DisconnectReason::ReplayFailed(why) => Eviction::ReplayFailed(why),
-                        });
+                        outbox.evict(reason);
                     }
                 }
             }
@@ -435,11 +414,7 @@ impl Shard {
                     ..
                 } => {
                     let _slot = slots.acquire().await;
-                    let query = HistoryQuery {
-                        after: Some(*after),
-                        before: *before,
-                        limit: *limit,
-                    };
+                    let query = HistoryQuery::range(*after, *before, *limit);
                     Fetched::Range(
                         repository
                             .history(*room, query)
@@ -494,20 +469,18 @@ async fn replay(
     until: Seq,
     metrics: &Metrics,
 ) -> Result<(), ChatError> {
-    let limit = EngineConfig::default().page;
-    let mut cursor = after;
-    while cursor < until {
-        let query = HistoryQuery {
-            after: Some(cursor),
-            before: Some(until.next()),
-            limit,
-        };
+    let mut query = Some(HistoryQuery::range(
+        after,
+        Some(until.next()),
+        EngineConfig::default().page,
+    ));
+    while let Some(this_page) = query {
         let page = {
             let _slot = slots.acquire().await;
-            repository.history(room, query).await?
+            repository.history(room, this_page).await?
         };
         let Some(last) = page.last() else { break };
-        cursor = last.seq;
+        query = this_page.next_page(page.len(), last.seq);
         for message in &page {
             let item = Outbound {
                 prepared: prepare(&ChatMessagePublish::from(message)),
@@ -524,7 +497,7 @@ async fn replay(
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until_some(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

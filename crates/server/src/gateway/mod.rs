@@ -1,14 +1,19 @@
 //! The WebSocket STOMP gateway: the `GET /ws` upgrade, subprotocol negotiation (browsers
-//! abort the handshake without it), then one [`session`] per connection fed by the [`hub`].
+//! abort the handshake without it), then one session per connection: the
+//! [`chat_session::Session`] state machine, driven over the socket by [`session`] and fed by
+//! the [`hub`].
 //!
 //! The upgrade is done here on hyper directly rather than with `warp::ws`, because warp
 //! cannot set tungstenite's read buffer: its 128 KiB default is zero-filled on every read
 //! poll and stays resident per connection (docs/benchmarks.md measures both).
 
+mod context;
 #[cfg(test)]
 mod fault_tests;
 pub(crate) mod hub;
-pub(crate) mod session;
+mod session;
+
+pub(crate) use context::{GatewayContext, Lifecycle};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use warp::http::{HeaderValue, Request, StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use crate::http::problem;
-use crate::state::AppState;
+use crate::problem;
 use hub::ConnectionId;
 
 /// The path of the STOMP endpoint.
@@ -62,7 +66,7 @@ fn header_has_token(request: &Request<Incoming>, name: header::HeaderName, token
 
 /// Answers a request for [`PATH`]: a WebSocket upgrade that becomes a STOMP session, or a
 /// problem+json saying why not.
-pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
+pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incoming>) -> Response {
     let is_upgrade = request.method() == warp::http::Method::GET
         && header_has_token(&request, header::CONNECTION, "upgrade")
         && header_has_token(&request, header::UPGRADE, "websocket");
@@ -91,7 +95,7 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request<Incoming>) -> 
         );
         return response;
     }
-    if state.is_draining() {
+    if context.lifecycle.is_draining() {
         return problem::response(
             StatusCode::SERVICE_UNAVAILABLE,
             "DRAINING",
@@ -121,8 +125,7 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request<Incoming>) -> 
     };
 
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let context = state.gateway.clone();
-    let sessions = state.sessions.clone();
+    let context = context.clone();
     let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -132,7 +135,7 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request<Incoming>) -> 
                 return;
             }
         };
-        let _guard = sessions.enter();
+        let _guard = context.lifecycle.enter();
         let socket = WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             Role::Server,

@@ -60,7 +60,7 @@ async fn ready(state: Arc<AppState>) -> Response {
         "store": store,
         "bus": bus,
         "draining": draining,
-        "sessions": state.sessions.open(),
+        "sessions": state.gateway.lifecycle.open(),
     });
     let status = if ready {
         StatusCode::OK

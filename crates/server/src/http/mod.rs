@@ -2,13 +2,13 @@
 //! one warp filter with problem+json for everything that goes wrong.
 
 pub(crate) mod health;
-pub(crate) mod problem;
 pub(crate) mod rest;
 
 use std::sync::Arc;
 
 use warp::Filter;
 
+use crate::problem;
 use crate::state::AppState;
 
 pub(crate) fn routes(

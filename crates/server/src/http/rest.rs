@@ -14,7 +14,7 @@ use warp::Filter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
-use super::problem;
+use crate::problem;
 use crate::state::AppState;
 
 /// Largest JSON body accepted by the REST API.

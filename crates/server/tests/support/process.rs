@@ -17,6 +17,17 @@ impl ServerProcess {
     /// Starts `chat-server` on a random port with `env` added to the environment, and waits
     /// until it listens. Panics with the server's output if it exits first.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::launch(env, false).await
+    }
+
+    /// Like [`start`](Self::start), then closes the read ends of its stdout and stderr, as
+    /// `chat-server 2>&1 | head -1` does once `head` has its line: every later log write
+    /// fails with a broken pipe.
+    pub async fn start_then_break_its_output(env: &[(&str, &str)]) -> Self {
+        Self::launch(env, true).await
+    }
+
+    async fn launch(env: &[(&str, &str)], break_output: bool) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
         command
             .env_clear()
@@ -27,7 +38,11 @@ impl ServerProcess {
             .env("CHAT_SHUTDOWN_GRACE_SECS", "10")
             .env("CHAT_DRAIN_WINDOW_SECS", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if break_output {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .kill_on_drop(true);
         for (name, value) in env {
             command.env(name, value);
@@ -57,8 +72,13 @@ impl ServerProcess {
                 seen.join("\n")
             )
         });
-        // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        if break_output {
+            drop(lines);
+            drop(child.stderr.take());
+        } else {
+            // Keep draining its output so it never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        }
         Self { child, addr }
     }
 
@@ -79,16 +99,21 @@ impl ServerProcess {
     }
 
     /// SIGTERM, as Kubernetes sends; returns the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.signal("TERM").await
+    }
+
+    /// Sends `SIG{name}` and waits (30 s at most) for the process to exit.
+    pub async fn signal(mut self, name: &str) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .unwrap();
         assert!(status.success());
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
-            .expect("chat-server exits after SIGTERM")
+            .unwrap_or_else(|_| panic!("chat-server did not exit within 30 s of SIG{name}"))
             .unwrap()
     }
 

@@ -1,0 +1,717 @@
+//! The session state machine. Inputs are `handle_*`, outputs are `poll_*`; between them
+//! nothing blocks and nothing reads a clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_domain::{
+    ChatError, ChatMessageRequest, ConnectionId, DisconnectReason, IdempotencyKey, RoomId, Seq,
+    SubscriptionKey,
+};
+use chat_stomp::heartbeat::{self, HeartBeatMonitor};
+use chat_stomp::{
+    Command, DecodeError, Decoder, Frame, HEARTBEAT_EOL, HeartBeat, HeartBeatAction, Item, Limits,
+    encode, version,
+};
+
+use crate::destination;
+
+/// How a session is tuned; the same for every session of an instance.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The heart-beat this server offers in CONNECTED.
+    pub server_heartbeat: HeartBeat,
+    /// How many of the client's promised intervals it may stay silent.
+    pub heartbeat_grace: f32,
+    /// Frame limits for the decoder.
+    pub limits: Limits,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Names this instance in the CONNECTED `session` header.
+    pub instance: String,
+    /// SEND frames being stored at once; past it the session stops decoding (and its
+    /// driver stops reading), which pushes back on the client through TCP. Counted in
+    /// frames, however many of them one WebSocket message holds.
+    pub max_sends_in_flight: usize,
+}
+
+/// Names one SEND handed to the chat service, so its answer finds its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SendId(pub u64);
+
+/// Why a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// DISCONNECT, or the client closed the WebSocket.
+    ClientClosed,
+    /// A malformed frame, a frame out of place, or no CONNECT in time.
+    ProtocolError,
+    /// The delivery engine let the connection go: it fell too far behind, or its resume
+    /// could not be replayed.
+    SlowConsumer,
+    /// No heart-beat or frame from the client within the negotiated interval.
+    HeartbeatTimeout,
+    /// This instance is draining.
+    ServerShutdown,
+    /// The socket failed under the session.
+    ConnectionLost,
+}
+
+impl CloseReason {
+    /// The label used in logs and metrics.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::ProtocolError => "protocol_error",
+            Self::SlowConsumer => "slow_consumer",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::ServerShutdown => "server_shutdown",
+            Self::ConnectionLost => "connection_lost",
+        }
+    }
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum Action {
+    /// Write these bytes to the client, as one WebSocket message.
+    Write(Vec<u8>),
+    /// Subscribe in the delivery engine; answer with [`Session::handle_subscribed`]. The
+    /// session decodes nothing more until then, so the RECEIPT precedes a resume's
+    /// history and later frames keep their order.
+    Subscribe {
+        key: SubscriptionKey,
+        room: RoomId,
+        resume_after: Option<Seq>,
+    },
+    /// Unsubscribe in the delivery engine; there is no answer.
+    Unsubscribe { key: SubscriptionKey, room: RoomId },
+    /// Store and publish through the chat service; answer with
+    /// [`Session::handle_send_done`]. Several may run at once; their RECEIPTs and errors
+    /// go out in the order the SENDs came in.
+    Send {
+        id: SendId,
+        request: ChatMessageRequest,
+        idempotency_key: Option<IdempotencyKey>,
+    },
+    /// Stop reading and stop delivering; once [`Session::sends_pending`] is zero (keep
+    /// answering the SENDs under way and writing what they produce), close the socket.
+    Close(CloseReason),
+}
+
+/// What happened, for metrics; it changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    FrameReceived(Command),
+    FrameSent(Command),
+    SendReceived,
+    /// An application error was answered with this code.
+    Rejected(&'static str),
+    SubscriptionOpened,
+    SubscriptionClosed,
+}
+
+/// Why the session closes with an ERROR frame.
+#[derive(Debug, thiserror::Error)]
+enum ProtocolError {
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Violation(String),
+    #[error("no heart-beat or frame from the client within the negotiated interval; closing")]
+    HeartbeatTimeout,
+}
+
+fn violation(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::Violation(message.into())
+}
+
+/// An application error: it goes to `/user/queue/errors` and the session carries on.
+#[derive(Debug)]
+struct AppError {
+    code: &'static str,
+    message: String,
+}
+
+impl From<ChatError> for AppError {
+    fn from(error: ChatError) -> Self {
+        Self {
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// What a subscription of this session points at.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Room(RoomId),
+    Errors,
+}
+
+#[derive(Debug)]
+enum Phase {
+    AwaitingConnect { deadline: Instant },
+    Connected { heartbeat: HeartBeatMonitor },
+}
+
+/// A SEND in arrival order; `outcome` is filled when its answer comes.
+#[derive(Debug)]
+struct PendingSend {
+    id: SendId,
+    receipt: Option<String>,
+    outcome: Option<Result<(), AppError>>,
+}
+
+#[derive(Debug)]
+struct PendingSubscribe {
+    id: Arc<str>,
+    room: RoomId,
+    receipt: Option<String>,
+}
+
+/// One STOMP session of one connection.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    connection: ConnectionId,
+    decoder: Decoder,
+    phase: Phase,
+    subscriptions: HashMap<Arc<str>, Target>,
+    errors_subscription: Option<Arc<str>>,
+    sends: VecDeque<PendingSend>,
+    next_send: u64,
+    subscribing: Option<PendingSubscribe>,
+    /// DISCONNECT arrived (with this receipt); it is answered once the SENDs before it are.
+    disconnecting: Option<Option<String>>,
+    reconnect_at: Option<Instant>,
+    /// Decoding stopped with frames possibly left in the buffer, until an answer comes.
+    paused: bool,
+    closed: bool,
+    errors_sent: u64,
+    actions: VecDeque<Action>,
+    notes: VecDeque<Note>,
+}
+
+impl Session {
+    /// A session for a connection that opened at `now`: it expects CONNECT within the
+    /// configured timeout.
+    #[must_use]
+    pub fn new(config: SessionConfig, connection: ConnectionId, now: Instant) -> Self {
+        let deadline = now + config.connect_timeout;
+        Self {
+            decoder: Decoder::new(config.limits),
+            config,
+            connection,
+            phase: Phase::AwaitingConnect { deadline },
+            subscriptions: HashMap::new(),
+            errors_subscription: None,
+            sends: VecDeque::new(),
+            next_send: 0,
+            subscribing: None,
+            disconnecting: None,
+            reconnect_at: None,
+            paused: false,
+            closed: false,
+            errors_sent: 0,
+            actions: VecDeque::new(),
+            notes: VecDeque::new(),
+        }
+    }
+
+    // --- getters ---------------------------------------------------------------------
+
+    /// Whether the driver should read more from the client. False while the session
+    /// waits for answers with frames still buffered, and once it closes.
+    #[must_use]
+    pub fn wants_input(&self) -> bool {
+        !self.closed && !self.paused && self.disconnecting.is_none()
+    }
+
+    /// Whether the session has decided to close.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// SENDs handed to the service and not answered yet.
+    #[must_use]
+    pub fn sends_pending(&self) -> usize {
+        self.sends.iter().filter(|s| s.outcome.is_none()).count()
+    }
+
+    /// Open subscriptions, the errors queue included.
+    #[must_use]
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    // --- inputs ----------------------------------------------------------------------
+
+    /// Bytes from one WebSocket message (text or binary).
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        if self.closed {
+            return;
+        }
+        if let Phase::Connected { heartbeat } = &mut self.phase {
+            heartbeat.on_bytes_received(now);
+        }
+        self.decoder.feed(bytes);
+        self.decode(now);
+    }
+
+    /// The client closed the WebSocket.
+    pub fn handle_client_closed(&mut self) {
+        self.close(CloseReason::ClientClosed);
+    }
+
+    /// The socket failed under the session.
+    pub fn handle_connection_lost(&mut self) {
+        self.close(CloseReason::ConnectionLost);
+    }
+
+    /// Bytes were written to the client at `now` (anything written counts as a
+    /// heart-beat).
+    pub fn handle_written(&mut self, now: Instant) {
+        if let Phase::Connected { heartbeat } = &mut self.phase {
+            heartbeat.on_bytes_sent(now);
+        }
+    }
+
+    /// The delivery engine's answer to [`Action::Subscribe`].
+    pub fn handle_subscribed(&mut self, result: Result<(), ChatError>, now: Instant) {
+        let Some(pending) = self.subscribing.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.subscriptions
+                    .insert(pending.id, Target::Room(pending.room));
+                self.notes.push_back(Note::SubscriptionOpened);
+                // The RECEIPT says "subscribed"; a resume's history follows it.
+                self.receipt(pending.receipt.as_deref());
+            }
+            Err(error) => self.app_error(&error.into(), pending.receipt.as_deref()),
+        }
+        self.decode(now);
+    }
+
+    /// The chat service's answer to [`Action::Send`]: `Ok` once the message is stored.
+    pub fn handle_send_done(&mut self, id: SendId, result: Result<(), ChatError>, now: Instant) {
+        if let Some(send) = self.sends.iter_mut().find(|s| s.id == id) {
+            send.outcome = Some(result.map_err(AppError::from));
+        }
+        self.answer_sends();
+        self.decode(now);
+    }
+
+    /// The engine lets this connection go.
+    pub fn handle_evicted(&mut self, reason: &DisconnectReason) {
+        if self.closed {
+            return;
+        }
+        let message = match reason {
+            DisconnectReason::SlowConsumer => "slow consumer: this client fell too far behind and was disconnected; reconnect and resubscribe with x-resume-after to catch up".to_owned(),
+            DisconnectReason::ReplayFailed(why) => format!("the history for x-resume-after could not be read ({why}); reconnect and resubscribe with the same x-resume-after"),
+        };
+        self.error_frame(&message);
+        self.close(CloseReason::SlowConsumer);
+    }
+
+    /// The instance drains: keep serving until `now + delay`, then tell the client to
+    /// reconnect elsewhere and close.
+    pub fn handle_shutdown(&mut self, delay: Duration, now: Instant) {
+        if self.reconnect_at.is_none() {
+            self.reconnect_at = Some(now + delay);
+        }
+    }
+
+    /// Time passed; call at [`poll_timeout`](Self::poll_timeout) (earlier is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if self.reconnect_at.is_some_and(|at| now >= at) {
+            self.error_frame("the server is shutting down; reconnect to continue");
+            self.close(CloseReason::ServerShutdown);
+            return;
+        }
+        let paused = self.paused;
+        let verdict = match &mut self.phase {
+            Phase::AwaitingConnect { deadline } if now >= *deadline => {
+                Err(violation("no CONNECT frame received in time; closing"))
+            }
+            Phase::AwaitingConnect { .. } => Ok(false),
+            Phase::Connected { heartbeat } => {
+                if paused {
+                    // Not reading is our choice, not the client's silence.
+                    heartbeat.on_bytes_received(now);
+                }
+                match heartbeat.poll(now) {
+                    HeartBeatAction::Idle => Ok(false),
+                    HeartBeatAction::SendHeartBeat => Ok(true),
+                    HeartBeatAction::PeerTimedOut => Err(ProtocolError::HeartbeatTimeout),
+                }
+            }
+        };
+        match verdict {
+            Ok(false) => {}
+            Ok(true) => self
+                .actions
+                .push_back(Action::Write(HEARTBEAT_EOL.to_vec())),
+            Err(error) => self.fail(&error),
+        }
+    }
+
+    // --- outputs ---------------------------------------------------------------------
+
+    /// The next thing to do, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next thing to count.
+    pub fn poll_note(&mut self) -> Option<Note> {
+        self.notes.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due; `None`: never.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let timer = match &self.phase {
+            Phase::AwaitingConnect { deadline } => Some(*deadline),
+            Phase::Connected { heartbeat } => heartbeat.next_deadline(),
+        };
+        match (timer, self.reconnect_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // --- frames in -------------------------------------------------------------------
+
+    fn decode(&mut self, now: Instant) {
+        loop {
+            if self.closed || self.disconnecting.is_some() {
+                return;
+            }
+            if self.subscribing.is_some() || self.sends.len() >= self.config.max_sends_in_flight {
+                self.paused = true;
+                return;
+            }
+            match self.decoder.next_item() {
+                Ok(None) => {
+                    self.paused = false;
+                    return;
+                }
+                Ok(Some(Item::HeartBeat)) => {}
+                Ok(Some(Item::Frame(frame))) => {
+                    if let Err(error) = self.on_frame(frame, now) {
+                        self.fail(&error);
+                    }
+                }
+                Err(error) => self.fail(&error.into()),
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ProtocolError> {
+        self.notes.push_back(Note::FrameReceived(frame.command));
+        let connected = matches!(self.phase, Phase::Connected { .. });
+        match frame.command {
+            Command::Connect | Command::Stomp if !connected => self.on_connect(&frame, now),
+            Command::Connect | Command::Stomp => Err(violation(
+                "this session is already connected; CONNECT was sent twice",
+            )),
+            _ if !connected => Err(violation(format!(
+                "{} before CONNECT: the first frame of a session must be CONNECT or STOMP",
+                frame.command.as_str()
+            ))),
+            Command::Subscribe => self.on_subscribe(&frame),
+            Command::Unsubscribe => self.on_unsubscribe(&frame),
+            Command::Send => self.on_send(&frame),
+            Command::Ack | Command::Nack => {
+                // Subscriptions are ack:auto; acknowledgements are accepted and do nothing.
+                self.receipt(frame.header("receipt"));
+                Ok(())
+            }
+            Command::Disconnect => {
+                // Answered once the SENDs before it are, so its RECEIPT means "all stored".
+                self.disconnecting = Some(frame.header("receipt").map(str::to_owned));
+                self.answer_sends();
+                Ok(())
+            }
+            Command::Begin | Command::Commit | Command::Abort => Err(violation(
+                "transactions (BEGIN/COMMIT/ABORT) are not supported by chat-service; send each message on its own",
+            )),
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                Err(violation(format!(
+                    "{} is a server frame; a client may not send it",
+                    frame.command.as_str()
+                )))
+            }
+        }
+    }
+
+    fn on_connect(&mut self, frame: &Frame, now: Instant) -> Result<(), ProtocolError> {
+        let Some(version) = version::negotiate(frame.header("accept-version")) else {
+            return Err(violation(
+                "no common STOMP version: this server supports 1.0, 1.1 and 1.2",
+            ));
+        };
+        let client_heartbeat = match frame.header("heart-beat") {
+            Some(value) => HeartBeat::parse(value).map_err(|e| violation(e.to_string()))?,
+            None => HeartBeat::DISABLED,
+        };
+        let server = self.config.server_heartbeat;
+        let negotiated = heartbeat::negotiate(client_heartbeat, server);
+        self.phase = Phase::Connected {
+            heartbeat: HeartBeatMonitor::new(negotiated, now, self.config.heartbeat_grace),
+        };
+        let connected = Frame::new(Command::Connected)
+            .with_header("version", version.as_str())
+            .with_header("heart-beat", server.to_header_value())
+            .with_header(
+                "server",
+                concat!("chat-service/", env!("CARGO_PKG_VERSION")),
+            )
+            .with_header(
+                "session",
+                format!("{}-{}", self.config.instance, self.connection.0),
+            );
+        self.write_frame(&connected);
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        let id: Arc<str> = Arc::from(required(frame, "id")?);
+        let destination = required(frame, "destination")?;
+        let receipt = frame.header("receipt");
+        if self.subscriptions.contains_key(&id) {
+            let error = AppError {
+                code: "DUPLICATE_SUBSCRIPTION",
+                message: format!("subscription id {id:?} is already in use on this connection"),
+            };
+            self.app_error(&error, receipt);
+            return Ok(());
+        }
+        if destination == destination::ERRORS {
+            self.subscriptions.insert(id.clone(), Target::Errors);
+            self.errors_subscription = Some(id);
+            self.notes.push_back(Note::SubscriptionOpened);
+            self.receipt(receipt);
+            return Ok(());
+        }
+        let Some(room) = destination::parse_room(destination) else {
+            let error = AppError {
+                code: "UNKNOWN_DESTINATION",
+                message: format!(
+                    "cannot subscribe to {destination:?}: use {}{{roomId}} or {}",
+                    destination::ROOM_PREFIX,
+                    destination::ERRORS
+                ),
+            };
+            self.app_error(&error, receipt);
+            return Ok(());
+        };
+        let resume_after = match frame.header("x-resume-after").map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(seq)) if seq >= 0 => Some(Seq(seq)),
+            Some(_) => {
+                let error = AppError {
+                    code: "INVALID_RESUME",
+                    message: "x-resume-after must be a non-negative seq".to_owned(),
+                };
+                self.app_error(&error, receipt);
+                return Ok(());
+            }
+        };
+        let key = SubscriptionKey {
+            connection: self.connection,
+            id: id.clone(),
+        };
+        self.subscribing = Some(PendingSubscribe {
+            id,
+            room,
+            receipt: receipt.map(str::to_owned),
+        });
+        self.actions.push_back(Action::Subscribe {
+            key,
+            room,
+            resume_after,
+        });
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        let id = required(frame, "id")?;
+        if let Some((id, target)) = self.subscriptions.remove_entry(id) {
+            self.notes.push_back(Note::SubscriptionClosed);
+            match target {
+                Target::Room(room) => self.actions.push_back(Action::Unsubscribe {
+                    key: SubscriptionKey {
+                        connection: self.connection,
+                        id,
+                    },
+                    room,
+                }),
+                Target::Errors => self.errors_subscription = None,
+            }
+        }
+        self.receipt(frame.header("receipt"));
+        Ok(())
+    }
+
+    fn on_send(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        let destination = required(frame, "destination")?;
+        self.notes.push_back(Note::SendReceived);
+        let id = SendId(self.next_send);
+        self.next_send += 1;
+        let mut send = PendingSend {
+            id,
+            receipt: frame.header("receipt").map(str::to_owned),
+            outcome: None,
+        };
+        if destination != destination::SEND {
+            send.outcome = Some(Err(AppError {
+                code: "UNKNOWN_DESTINATION",
+                message: format!(
+                    "cannot send to {destination:?}: chat messages go to {}",
+                    destination::SEND
+                ),
+            }));
+        } else {
+            let parsed = ChatMessageRequest::from_json(&frame.body).and_then(|request| {
+                let key = frame
+                    .header("x-idempotency-key")
+                    .map(IdempotencyKey::parse)
+                    .transpose()?;
+                Ok((request, key))
+            });
+            match parsed {
+                Ok((request, idempotency_key)) => self.actions.push_back(Action::Send {
+                    id,
+                    request,
+                    idempotency_key,
+                }),
+                Err(invalid) => send.outcome = Some(Err(ChatError::Invalid(invalid).into())),
+            }
+        }
+        // Queued in arrival order, answered or not, so RECEIPTs and errors go out in the
+        // order the SENDs came in.
+        self.sends.push_back(send);
+        self.answer_sends();
+        Ok(())
+    }
+
+    /// Answers the SENDs at the front whose outcome is known, then a DISCONNECT that waits
+    /// for them.
+    fn answer_sends(&mut self) {
+        while self.sends.front().is_some_and(|s| s.outcome.is_some()) {
+            let Some(PendingSend {
+                receipt,
+                outcome: Some(outcome),
+                ..
+            }) = self.sends.pop_front()
+            else {
+                break;
+            };
+            match outcome {
+                Ok(()) => self.receipt(receipt.as_deref()),
+                Err(error) => self.app_error(&error, receipt.as_deref()),
+            }
+        }
+        if self.sends.is_empty()
+            && !self.closed
+            && let Some(receipt) = self.disconnecting.take()
+        {
+            self.receipt(receipt.as_deref());
+            self.close(CloseReason::ClientClosed);
+        }
+    }
+
+    // --- frames out ------------------------------------------------------------------
+
+    fn write_frame(&mut self, frame: &Frame) {
+        let mut bytes = Vec::with_capacity(128 + frame.body.len());
+        encode(frame, &mut bytes);
+        self.notes.push_back(Note::FrameSent(frame.command));
+        self.actions.push_back(Action::Write(bytes));
+    }
+
+    fn receipt(&mut self, receipt: Option<&str>) {
+        if let Some(id) = receipt {
+            let frame = Frame::new(Command::Receipt).with_header("receipt-id", id);
+            self.write_frame(&frame);
+        }
+    }
+
+    /// A MESSAGE on the client's `/user/queue/errors` subscription; without one the
+    /// client asked not to hear about errors, so only the count sees it.
+    fn app_error(&mut self, error: &AppError, receipt: Option<&str>) {
+        self.notes.push_back(Note::Rejected(error.code));
+        let Some(subscription) = self.errors_subscription.clone() else {
+            return;
+        };
+        self.errors_sent += 1;
+        let body = serde_json::json!({
+            "code": error.code,
+            "message": error.message,
+            "receiptId": receipt,
+        });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let frame = Frame::new(Command::Message)
+            .with_header("subscription", subscription.as_ref())
+            .with_header(
+                "message-id",
+                format!("error-{}-{}", self.connection.0, self.errors_sent),
+            )
+            .with_header("destination", destination::ERRORS)
+            .with_header("content-type", "application/json")
+            .with_header("content-length", body.len().to_string())
+            .with_body(body);
+        self.write_frame(&frame);
+    }
+
+    /// An ERROR frame; the session closes right after.
+    fn error_frame(&mut self, message: &str) {
+        let frame = Frame::new(Command::Error)
+            .with_header("message", message)
+            .with_header("content-type", "text/plain")
+            .with_header("content-length", message.len().to_string())
+            .with_body(message.as_bytes().to_vec());
+        self.write_frame(&frame);
+    }
+
+    fn fail(&mut self, error: &ProtocolError) {
+        if self.closed {
+            return;
+        }
+        self.error_frame(&error.to_string());
+        self.close(match error {
+            ProtocolError::HeartbeatTimeout => CloseReason::HeartbeatTimeout,
+            _ => CloseReason::ProtocolError,
+        });
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        if !self.closed {
+            self.closed = true;
+            self.actions.push_back(Action::Close(reason));
+        }
+    }
+}
+
+fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f str, ProtocolError> {
+    frame.header(name).ok_or_else(|| {
+        violation(format!(
+            "{} without the required `{name}` header",
+            frame.command.as_str()
+        ))
+    })
+}

@@ -1,0 +1,655 @@
+//! The session's rules, driven by hand: frames in as bytes, actions out, time as plain
+//! `Instant`s. No sockets, no tasks, no sleeps.
+
+use std::time::{Duration, Instant};
+
+use chat_domain::{ChatError, ConnectionId, DisconnectReason, RoomId, Seq, SubscriptionKey};
+use chat_stomp::{Command, Decoder, Frame, HeartBeat, Item, Limits, encode};
+
+use crate::{Action, CloseReason, Note, SendId, Session, SessionConfig};
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        server_heartbeat: HeartBeat {
+            can_send_ms: 10_000,
+            want_receive_ms: 10_000,
+        },
+        heartbeat_grace: 1.5,
+        limits: Limits::default(),
+        connect_timeout: Duration::from_secs(5),
+        instance: "test".to_owned(),
+        max_sends_in_flight: 3,
+    }
+}
+
+fn bytes(command: Command, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut frame = Frame::new(command);
+    for (name, value) in headers {
+        frame = frame.with_header(*name, *value);
+    }
+    let mut out = Vec::new();
+    encode(&frame.with_body(body.as_bytes().to_vec()), &mut out);
+    out
+}
+
+const MESSAGE: &str = r#"{"chatRoomId":1,"senderId":7,"senderNickname":"ann","content":"hi"}"#;
+
+/// A session driven by hand, with what it wrote decoded back into frames.
+struct Harness {
+    session: Session,
+    now: Instant,
+    written: Decoder,
+    heartbeats_written: usize,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            session: Session::new(config(), ConnectionId(9), now),
+            now,
+            written: Decoder::new(Limits::default()),
+            heartbeats_written: 0,
+        }
+    }
+
+    fn connected() -> Self {
+        let mut harness = Self::new();
+        harness.input(&bytes(
+            Command::Connect,
+            &[("accept-version", "1.2"), ("heart-beat", "4000,4000")],
+            "",
+        ));
+        let frames = harness.frames();
+        assert_eq!(frames[0].command, Command::Connected);
+        harness
+    }
+
+    fn with_errors() -> Self {
+        let mut harness = Self::connected();
+        harness.input(&bytes(
+            Command::Subscribe,
+            &[("id", "e"), ("destination", "/user/queue/errors")],
+            "",
+        ));
+        harness
+    }
+
+    fn input(&mut self, data: &[u8]) {
+        self.session.handle_input(data, self.now);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.session.handle_timeout(self.now);
+    }
+
+    /// Every action so far; the written bytes are decoded into `frames`.
+    fn actions(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        while let Some(action) = self.session.poll_action() {
+            if let Action::Write(data) = &action {
+                self.written.feed(data);
+            }
+            actions.push(action);
+        }
+        actions
+    }
+
+    fn frames(&mut self) -> Vec<Frame> {
+        let _ = self.actions();
+        let mut frames = Vec::new();
+        while let Some(item) = self.written.next_item().expect("we write valid STOMP") {
+            match item {
+                Item::Frame(frame) => frames.push(frame),
+                Item::HeartBeat => self.heartbeats_written += 1,
+            }
+        }
+        frames
+    }
+
+    fn notes(&mut self) -> Vec<Note> {
+        let mut notes = Vec::new();
+        while let Some(note) = self.session.poll_note() {
+            notes.push(note);
+        }
+        notes
+    }
+}
+
+fn closed_with(actions: &[Action]) -> Option<CloseReason> {
+    actions.iter().find_map(|a| match a {
+        Action::Close(reason) => Some(*reason),
+        _ => None,
+    })
+}
+
+fn sends(actions: &[Action]) -> Vec<SendId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn error_codes(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.header("destination") == Some("/user/queue/errors"))
+        .map(|f| {
+            let body: serde_json::Value = serde_json::from_slice(&f.body).unwrap();
+            body["code"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn receipts(frames: &[Frame]) -> Vec<&str> {
+    frames
+        .iter()
+        .filter(|f| f.command == Command::Receipt)
+        .filter_map(|f| f.header("receipt-id"))
+        .collect()
+}
+
+#[test]
+fn connect_negotiates_the_best_version_and_names_the_session() {
+    let mut h = Harness::new();
+    h.input(&bytes(
+        Command::Connect,
+        &[("accept-version", "1.0,1.1,1.2"), ("heart-beat", "0,0")],
+        "",
+    ));
+    let frames = h.frames();
+    assert_eq!(frames.len(), 1);
+    let connected = &frames[0];
+    assert_eq!(connected.command, Command::Connected);
+    assert_eq!(connected.header("version"), Some("1.2"));
+    assert_eq!(connected.header("heart-beat"), Some("10000,10000"));
+    assert_eq!(connected.header("session"), Some("test-9"));
+    assert!(
+        connected
+            .header("server")
+            .unwrap()
+            .starts_with("chat-service/")
+    );
+}
+
+#[test]
+fn a_frame_before_connect_is_a_protocol_error_that_closes() {
+    let mut h = Harness::new();
+    h.input(&bytes(
+        Command::Send,
+        &[("destination", "/app/chat.sendMessage")],
+        MESSAGE,
+    ));
+    let actions = h.actions();
+    assert_eq!(closed_with(&actions), Some(CloseReason::ProtocolError));
+    assert!(sends(&actions).is_empty(), "nothing is sent before CONNECT");
+    let frames = h.frames();
+    assert_eq!(frames[0].command, Command::Error);
+    assert!(
+        frames[0]
+            .header("message")
+            .unwrap()
+            .contains("before CONNECT")
+    );
+    assert!(!h.session.wants_input());
+}
+
+#[test]
+fn protocol_violations_answer_with_error_then_close() {
+    for (frame, expected) in [
+        (
+            bytes(Command::Connect, &[("accept-version", "1.2")], ""),
+            "twice",
+        ),
+        (
+            bytes(Command::Begin, &[("transaction", "t")], ""),
+            "transactions",
+        ),
+        (bytes(Command::Message, &[], ""), "server frame"),
+        (
+            bytes(Command::Subscribe, &[("id", "1")], ""),
+            "`destination`",
+        ),
+        (b"NONSENSE\n\n\0".to_vec(), ""),
+    ] {
+        let mut h = Harness::connected();
+        h.input(&frame);
+        let actions = h.actions();
+        assert_eq!(closed_with(&actions), Some(CloseReason::ProtocolError));
+        let frames = h.frames();
+        assert_eq!(frames.len(), 1, "only the ERROR");
+        assert_eq!(frames[0].command, Command::Error);
+        assert!(
+            frames[0].header("message").unwrap().contains(expected),
+            "{:?}",
+            frames[0].header("message")
+        );
+    }
+}
+
+#[test]
+fn no_common_version_or_a_bad_heart_beat_refuses_the_connect() {
+    for headers in [
+        vec![("accept-version", "2.0")],
+        vec![("accept-version", "1.2"), ("heart-beat", "soon")],
+    ] {
+        let mut h = Harness::new();
+        h.input(&bytes(Command::Connect, &headers, ""));
+        let frames = h.frames();
+        assert_eq!(frames[0].command, Command::Error);
+        assert!(h.session.is_closed());
+    }
+}
+
+#[test]
+fn no_connect_in_time_closes_the_connection() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(5))
+    );
+    h.advance(Duration::from_secs(4));
+    assert!(closed_with(&h.actions()).is_none());
+    h.advance(Duration::from_secs(1));
+    let actions = h.actions();
+    assert_eq!(closed_with(&actions), Some(CloseReason::ProtocolError));
+    assert_eq!(h.session.poll_timeout(), None);
+}
+
+#[test]
+fn subscribing_to_a_room_asks_the_engine_and_answers_after_it() {
+    let mut h = Harness::connected();
+    h.input(&bytes(
+        Command::Subscribe,
+        &[
+            ("id", "s1"),
+            ("destination", "/topic/chatroom/5"),
+            ("receipt", "r1"),
+            ("x-resume-after", "41"),
+        ],
+        "",
+    ));
+    let actions = h.actions();
+    let [
+        Action::Subscribe {
+            key,
+            room,
+            resume_after,
+        },
+    ] = actions.as_slice()
+    else {
+        panic!("expected one Subscribe, got {actions:?}");
+    };
+    assert_eq!(
+        key,
+        &SubscriptionKey {
+            connection: ConnectionId(9),
+            id: "s1".into()
+        }
+    );
+    assert_eq!((*room, *resume_after), (RoomId(5), Some(Seq(41))));
+    assert!(
+        h.frames().is_empty(),
+        "no RECEIPT before the engine answers"
+    );
+    h.session.handle_subscribed(Ok(()), h.now);
+    assert_eq!(receipts(&h.frames()), ["r1"]);
+    assert_eq!(h.session.subscription_count(), 1);
+}
+
+#[test]
+fn frames_after_a_subscribe_wait_for_its_answer() {
+    let mut h = Harness::connected();
+    let mut both = bytes(
+        Command::Subscribe,
+        &[
+            ("id", "s1"),
+            ("destination", "/topic/chatroom/5"),
+            ("receipt", "sub"),
+        ],
+        "",
+    );
+    both.extend(bytes(Command::Disconnect, &[("receipt", "bye")], ""));
+    h.input(&both);
+    assert!(!h.session.wants_input());
+    let actions = h.actions();
+    assert_eq!(
+        actions.len(),
+        1,
+        "the DISCONNECT is not read yet: {actions:?}"
+    );
+    h.session.handle_subscribed(Ok(()), h.now);
+    let actions = h.actions();
+    assert_eq!(closed_with(&actions), Some(CloseReason::ClientClosed));
+    assert_eq!(receipts(&h.frames()), ["sub", "bye"]);
+}
+
+#[test]
+fn subscribe_errors_go_to_the_errors_queue_and_the_session_carries_on() {
+    let mut h = Harness::with_errors();
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "e"), ("destination", "/topic/chatroom/1")],
+        "",
+    ));
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "x"), ("destination", "/queue/elsewhere")],
+        "",
+    ));
+    h.input(&bytes(
+        Command::Subscribe,
+        &[
+            ("id", "y"),
+            ("destination", "/topic/chatroom/1"),
+            ("x-resume-after", "-3"),
+        ],
+        "",
+    ));
+    h.input(&bytes(
+        Command::Subscribe,
+        &[
+            ("id", "z"),
+            ("destination", "/topic/chatroom/404"),
+            ("receipt", "r"),
+        ],
+        "",
+    ));
+    let _ = h.actions();
+    h.session
+        .handle_subscribed(Err(ChatError::UnknownRoom(RoomId(404))), h.now);
+    let frames = h.frames();
+    assert_eq!(
+        error_codes(&frames),
+        [
+            "DUPLICATE_SUBSCRIPTION",
+            "UNKNOWN_DESTINATION",
+            "INVALID_RESUME",
+            "UNKNOWN_ROOM"
+        ]
+    );
+    let last: serde_json::Value = serde_json::from_slice(&frames[3].body).unwrap();
+    assert_eq!(last["receiptId"], "r");
+    assert!(!h.session.is_closed());
+    assert_eq!(h.session.subscription_count(), 1, "only the errors queue");
+}
+
+#[test]
+fn without_an_errors_subscription_application_errors_are_only_counted() {
+    let mut h = Harness::connected();
+    h.input(&bytes(
+        Command::Send,
+        &[("destination", "/app/elsewhere"), ("receipt", "r")],
+        MESSAGE,
+    ));
+    assert!(h.frames().is_empty());
+    assert!(h.notes().contains(&Note::Rejected("UNKNOWN_DESTINATION")));
+}
+
+#[test]
+fn unsubscribe_tells_the_engine_and_answers() {
+    let mut h = Harness::connected();
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "s1"), ("destination", "/topic/chatroom/5")],
+        "",
+    ));
+    let _ = h.actions();
+    h.session.handle_subscribed(Ok(()), h.now);
+    h.input(&bytes(
+        Command::Unsubscribe,
+        &[("id", "s1"), ("receipt", "gone")],
+        "",
+    ));
+    let actions = h.actions();
+    assert!(matches!(
+        actions.first(),
+        Some(Action::Unsubscribe {
+            room: RoomId(5),
+            ..
+        })
+    ));
+    assert_eq!(receipts(&h.frames()), ["gone"]);
+    assert_eq!(h.session.subscription_count(), 0);
+}
+
+#[test]
+fn a_send_is_answered_only_after_the_service_stored_it() {
+    let mut h = Harness::connected();
+    h.input(&bytes(
+        Command::Send,
+        &[
+            ("destination", "/app/chat.sendMessage"),
+            ("receipt", "m1"),
+            ("x-idempotency-key", "k-1"),
+        ],
+        MESSAGE,
+    ));
+    let actions = h.actions();
+    let [
+        Action::Send {
+            id,
+            request,
+            idempotency_key,
+        },
+    ] = actions.as_slice()
+    else {
+        panic!("expected one Send, got {actions:?}");
+    };
+    assert_eq!(request.chat_room_id, Some(RoomId(1)));
+    assert_eq!(idempotency_key.as_ref().map(|k| k.as_str()), Some("k-1"));
+    assert!(h.frames().is_empty(), "no RECEIPT before the store answers");
+    assert_eq!(h.session.sends_pending(), 1);
+    h.session.handle_send_done(*id, Ok(()), h.now);
+    assert_eq!(receipts(&h.frames()), ["m1"]);
+    assert_eq!(h.session.sends_pending(), 0);
+}
+
+#[test]
+fn answers_go_out_in_the_order_the_sends_came_in() {
+    let mut h = Harness::with_errors();
+    let mut three = Vec::new();
+    for receipt in ["a", "b"] {
+        three.extend(bytes(
+            Command::Send,
+            &[
+                ("destination", "/app/chat.sendMessage"),
+                ("receipt", receipt),
+            ],
+            MESSAGE,
+        ));
+    }
+    // Invalid at once, but answered after a and b.
+    three.extend(bytes(
+        Command::Send,
+        &[("destination", "/app/chat.sendMessage"), ("receipt", "c")],
+        "{not json",
+    ));
+    h.input(&three);
+    let ids = sends(&h.actions());
+    assert_eq!(ids.len(), 2);
+    h.session.handle_send_done(
+        ids[1],
+        Err(ChatError::StoreUnavailable("down".into())),
+        h.now,
+    );
+    assert!(h.frames().is_empty(), "b waits for a");
+    h.session.handle_send_done(ids[0], Ok(()), h.now);
+    let frames = h.frames();
+    assert_eq!(frames[0].header("receipt-id"), Some("a"));
+    assert_eq!(error_codes(&frames), ["STORE_UNAVAILABLE", "INVALID_JSON"]);
+    let receipt_ids: Vec<_> = frames[1..]
+        .iter()
+        .map(|f| serde_json::from_slice::<serde_json::Value>(&f.body).unwrap()["receiptId"].clone())
+        .collect();
+    assert_eq!(receipt_ids, ["b", "c"]);
+}
+
+#[test]
+fn sends_in_flight_are_capped_per_frame_not_per_websocket_message() {
+    let mut h = Harness::connected();
+    let mut five = Vec::new();
+    for _ in 0..5 {
+        five.extend(bytes(
+            Command::Send,
+            &[("destination", "/app/chat.sendMessage")],
+            MESSAGE,
+        ));
+    }
+    h.input(&five);
+    let first = sends(&h.actions());
+    assert_eq!(first.len(), 3, "the cap is 3");
+    assert!(!h.session.wants_input(), "the driver must stop reading");
+    h.session.handle_send_done(first[0], Ok(()), h.now);
+    assert_eq!(
+        sends(&h.actions()).len(),
+        1,
+        "one slot freed, one more frame read"
+    );
+    assert!(!h.session.wants_input());
+    for id in &first[1..] {
+        h.session.handle_send_done(*id, Ok(()), h.now);
+    }
+    assert_eq!(sends(&h.actions()).len(), 1, "the last buffered frame");
+    assert!(h.session.wants_input());
+}
+
+#[test]
+fn disconnect_answers_after_the_sends_before_it() {
+    let mut h = Harness::connected();
+    let mut data = bytes(
+        Command::Send,
+        &[("destination", "/app/chat.sendMessage"), ("receipt", "m")],
+        MESSAGE,
+    );
+    data.extend(bytes(Command::Disconnect, &[("receipt", "bye")], ""));
+    data.extend(bytes(
+        Command::Send,
+        &[("destination", "/app/chat.sendMessage")],
+        MESSAGE,
+    ));
+    h.input(&data);
+    let actions = h.actions();
+    let ids = sends(&actions);
+    assert_eq!(ids.len(), 1, "nothing after DISCONNECT is read");
+    assert!(closed_with(&actions).is_none());
+    h.session.handle_send_done(ids[0], Ok(()), h.now);
+    let actions = h.actions();
+    assert_eq!(closed_with(&actions), Some(CloseReason::ClientClosed));
+    assert_eq!(receipts(&h.frames()), ["m", "bye"]);
+}
+
+#[test]
+fn sends_under_way_are_still_answered_after_a_close() {
+    let mut h = Harness::connected();
+    h.input(&bytes(
+        Command::Send,
+        &[
+            ("destination", "/app/chat.sendMessage"),
+            ("receipt", "late"),
+        ],
+        MESSAGE,
+    ));
+    let ids = sends(&h.actions());
+    h.input(b"GARBAGE\n\n\0");
+    assert_eq!(closed_with(&h.actions()), Some(CloseReason::ProtocolError));
+    assert_eq!(h.session.sends_pending(), 1);
+    h.session.handle_send_done(ids[0], Ok(()), h.now);
+    let frames = h.frames();
+    assert_eq!(receipts(&frames), ["late"]);
+    assert_eq!(h.session.sends_pending(), 0);
+}
+
+#[test]
+fn heart_beats_are_sent_when_idle_and_a_silent_client_times_out() {
+    let mut h = Harness::connected();
+    // Client asked for 4000,4000; server offers 10000,10000: both ways every 10 s.
+    h.advance(Duration::from_secs(10));
+    let _ = h.frames();
+    assert_eq!(h.heartbeats_written, 1);
+    h.session.handle_written(h.now);
+    // Silent for 1.5 × 10 s.
+    h.advance(Duration::from_secs(5));
+    let actions = h.actions();
+    assert_eq!(closed_with(&actions), Some(CloseReason::HeartbeatTimeout));
+    let frames = h.frames();
+    assert_eq!(frames[0].command, Command::Error);
+}
+
+#[test]
+fn any_bytes_from_the_client_keep_it_alive() {
+    let mut h = Harness::connected();
+    for _ in 0..10 {
+        h.now += Duration::from_secs(9);
+        h.input(b"\n");
+        h.session.handle_timeout(h.now);
+    }
+    assert!(!h.session.is_closed());
+}
+
+#[test]
+fn a_client_is_not_timed_out_while_the_session_is_not_reading_it() {
+    let mut h = Harness::connected();
+    let mut four = Vec::new();
+    for _ in 0..4 {
+        four.extend(bytes(
+            Command::Send,
+            &[("destination", "/app/chat.sendMessage")],
+            MESSAGE,
+        ));
+    }
+    h.input(&four);
+    let ids = sends(&h.actions());
+    for _ in 0..6 {
+        h.advance(Duration::from_secs(10));
+    }
+    assert!(!h.session.is_closed(), "the store is slow, not the client");
+    for id in ids {
+        h.session.handle_send_done(id, Ok(()), h.now);
+    }
+    assert!(h.session.wants_input());
+}
+
+#[test]
+fn a_drain_tells_the_client_to_reconnect_after_its_delay() {
+    let mut h = Harness::connected();
+    h.session.handle_shutdown(Duration::from_secs(2), h.now);
+    h.advance(Duration::from_secs(1));
+    assert!(closed_with(&h.actions()).is_none());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(closed_with(&h.actions()), Some(CloseReason::ServerShutdown));
+    let frames = h.frames();
+    assert!(frames[0].header("message").unwrap().contains("reconnect"));
+}
+
+#[test]
+fn an_eviction_says_why_and_closes_as_slow_consumer() {
+    for (reason, expected) in [
+        (DisconnectReason::SlowConsumer, "slow consumer"),
+        (
+            DisconnectReason::ReplayFailed("store down".into()),
+            "store down",
+        ),
+    ] {
+        let mut h = Harness::connected();
+        h.session.handle_evicted(&reason);
+        assert_eq!(closed_with(&h.actions()), Some(CloseReason::SlowConsumer));
+        let frames = h.frames();
+        assert_eq!(frames[0].command, Command::Error);
+        assert!(frames[0].header("message").unwrap().contains(expected));
+    }
+}
+
+#[test]
+fn acks_are_accepted_and_answered() {
+    let mut h = Harness::connected();
+    h.input(&bytes(Command::Ack, &[("id", "1"), ("receipt", "ok")], ""));
+    assert_eq!(receipts(&h.frames()), ["ok"]);
+    let notes = h.notes();
+    assert!(notes.contains(&Note::FrameReceived(Command::Ack)));
+    assert!(notes.contains(&Note::FrameSent(Command::Receipt)));
+}
