@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::{BusError, RepositoryError, RoomId, Seq};
+use crate::{BusError, RepositoryError, RoomId, SenderId, Seq};
 
 /// A request that breaks the contract of spec §3. Nothing is stored or published.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -78,6 +78,14 @@ pub enum ChatError {
     },
     #[error("the message bus is unavailable ({0})")]
     BusUnavailable(String),
+    /// An authenticated user sent a body naming another sender.
+    #[error(
+        "senderId {claimed} is not you: you are signed in as user {user}; leave senderId out or send your own"
+    )]
+    SenderMismatch { claimed: SenderId, user: SenderId },
+    /// The caller may not do this.
+    #[error("not allowed: {0}")]
+    Forbidden(String),
 }
 
 impl ChatError {
@@ -91,6 +99,8 @@ impl ChatError {
             Self::StoreOutcomeUnknown(_) => "STORE_OUTCOME_UNKNOWN",
             Self::InvalidResume { .. } => "INVALID_RESUME",
             Self::BusUnavailable(_) => "BUS_UNAVAILABLE",
+            Self::SenderMismatch { .. } => "SENDER_MISMATCH",
+            Self::Forbidden(_) => "FORBIDDEN",
         }
     }
 }

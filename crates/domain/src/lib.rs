@@ -8,6 +8,7 @@
 
 mod delivery;
 mod error;
+mod identity;
 mod ids;
 mod message;
 mod ports;
@@ -23,6 +24,7 @@ pub use delivery::{
     FetchId, Fetched, SubscriptionKey,
 };
 pub use error::{ChatError, ValidationError};
+pub use identity::{Caller, Identity};
 pub use ids::{MessageId, RoomId, SenderId, Seq};
 pub use message::{
     ChatMessage, ChatMessageRequest, IdempotencyKey, MessageContent, MessageType, NewChatMessage,

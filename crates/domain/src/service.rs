@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::{
-    BusError, ChatError, ChatMessage, ChatMessagePublish, ChatMessageRequest, HistoryQuery,
+    BusError, Caller, ChatError, ChatMessage, ChatMessagePublish, ChatMessageRequest, HistoryQuery,
     IdempotencyKey, MessageBus, MessageRepository, NewChatMessage, Room, RoomId, RoomName,
 };
 
@@ -74,6 +74,22 @@ impl ChatService {
             message,
             publish_error,
         })
+    }
+
+    /// [`send`](Self::send) on behalf of `caller`: the caller becomes the sender
+    /// ([`Caller::attribute`]) before anything is validated or stored. The STOMP and REST
+    /// paths send this way; `send` is for trusted code in the same process.
+    ///
+    /// # Errors
+    /// Those of [`Caller::attribute`] (nothing stored), then those of `send`.
+    pub async fn send_as(
+        &self,
+        caller: &Caller,
+        request: ChatMessageRequest,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<SentMessage, ChatError> {
+        let request = caller.attribute(request)?;
+        self.send(request, idempotency_key).await
     }
 
     /// # Errors

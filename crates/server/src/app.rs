@@ -16,6 +16,7 @@ use chat_stomp::Limits;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::gateway::hub::{Hub, HubConfig};
 use crate::gateway::{GatewayContext, Lifecycle};
@@ -41,6 +42,8 @@ pub enum StartupError {
     Bus(#[from] BusError),
     #[error("{0}")]
     Adapter(String),
+    #[error("authentication is misconfigured: {0}")]
+    Auth(#[from] crate::auth::AuthConfigError),
 }
 
 /// The storage and bus an application runs on.
@@ -145,8 +148,10 @@ impl Application {
     /// # Errors
     /// See [`StartupError`].
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // Settings first: a misconfiguration is reported before any dependency is dialled.
+        let auth = Authenticator::from_settings(&settings)?;
         let adapters = Adapters::from_settings(&settings).await?;
-        Self::build_with(settings, adapters).await
+        Self::start(settings, adapters, auth).await
     }
 
     /// Builds the application on the given adapters; several applications may share them.
@@ -154,6 +159,17 @@ impl Application {
     /// # Errors
     /// See [`StartupError`].
     pub async fn build_with(settings: Settings, adapters: Adapters) -> Result<Self, StartupError> {
+        let auth = Authenticator::from_settings(&settings)?;
+        Self::start(settings, adapters, auth).await
+    }
+
+    async fn start(
+        settings: Settings,
+        adapters: Adapters,
+        auth: Authenticator,
+    ) -> Result<Self, StartupError> {
+        let auth = Arc::new(auth);
+        reload_keys_on_sighup(&auth);
         let listener = tokio::net::TcpListener::bind(settings.bind)
             .await
             .map_err(|source| StartupError::Bind {
@@ -198,6 +214,7 @@ impl Application {
         let gateway = Arc::new(GatewayContext {
             service: service.clone(),
             hub,
+            auth,
             session: SessionConfig {
                 server_heartbeat: settings.heartbeat,
                 heartbeat_grace: settings.heartbeat_grace,
@@ -278,6 +295,26 @@ impl Application {
         .await;
         self.hub.abort();
         tracing::info!("chat-server stopped");
+    }
+}
+
+/// SIGHUP re-reads a JWKS file, so keys rotate without a restart.
+fn reload_keys_on_sighup(auth: &Arc<Authenticator>) {
+    #[cfg(unix)]
+    if matches!(auth.as_ref(), Authenticator::Jwt(_)) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        let auth = Arc::downgrade(auth);
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match auth.upgrade() {
+                    Some(auth) => auth.reload(),
+                    None => return,
+                }
+            }
+        });
     }
 }
 

@@ -3,10 +3,44 @@
 //! process environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_stomp::HeartBeat;
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Whether callers must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Every WebSocket and API call needs a valid JWT; the sender is the token's user.
+    Jwt,
+    /// No authentication: the sender is what the client says (the open mode of the seed).
+    None,
+}
+
+/// Tools the binary offers besides serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Tool {
+    /// Print a JWT signed with CHAT_JWT_SECRET (for trying jwt mode, tests and benchmarks).
+    Token(TokenArgs),
+}
+
+/// `chat-server token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: i64,
+    /// The display name (the CHAT_JWT_NAME_CLAIM claim).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Roles, comma-separated (`admin` may send SYSTEM messages).
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// How long the token is valid: 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +145,39 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+
+    /// Authentication: jwt or none. Unset: jwt when a key below is set; otherwise none on
+    /// the embedded default, and a refusal to start when DATABASE_URL is set.
+    #[arg(long, env = "CHAT_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+
+    /// HS256 secret for JWTs, at least 32 bytes.
+    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with the public key JWTs are signed for (RSA: RS256, EC P-256: ES256,
+    /// Ed25519: EdDSA).
+    #[arg(long, env = "CHAT_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWKS document with the public keys (by kid); re-read on SIGHUP and on an unknown kid.
+    #[arg(long, env = "CHAT_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Required `iss` of JWTs (unset: any).
+    #[arg(long, env = "CHAT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of JWTs (unset: any).
+    #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// The JWT claim holding the display name; `preferred_username` is the fallback.
+    #[arg(long, env = "CHAT_JWT_NAME_CLAIM", default_value = "name")]
+    pub jwt_name_claim: String,
+
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
 }
 
 fn parse_heartbeat(value: &str) -> Result<HeartBeat, String> {
@@ -125,6 +192,13 @@ impl Settings {
         settings.bind = bind;
         settings.database_url = None;
         settings.redis_url = None;
+        settings.auth = None;
+        settings.jwt_secret = None;
+        settings.jwt_public_key = None;
+        settings.jwks_file = None;
+        settings.jwt_issuer = None;
+        settings.jwt_audience = None;
+        settings.tool = None;
         settings
     }
 

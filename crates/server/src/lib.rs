@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod auth;
 pub mod config;
 mod gateway;
 mod http;
@@ -18,4 +19,5 @@ mod state;
 pub mod telemetry;
 
 pub use app::{Adapters, Application, ShutdownHandle, StartupError};
-pub use config::{LogFormat, Settings};
+pub use auth::{AuthConfigError, mint_token};
+pub use config::{AuthMode, LogFormat, Settings, TokenArgs, Tool};

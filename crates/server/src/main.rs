@@ -2,12 +2,24 @@
 
 use std::process::ExitCode;
 
-use chat_server::{Application, Settings, shutdown, telemetry};
+use chat_server::{Application, Settings, Tool, mint_token, shutdown, telemetry};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = Settings::parse();
+    if let Some(Tool::Token(args)) = &settings.tool {
+        return match mint_token(&settings, args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("chat-server token: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     telemetry::init(settings.log_format);
     let app = match Application::build(settings).await {
         Ok(app) => app,

@@ -39,6 +39,7 @@ pub(crate) fn from_chat_error(error: &ChatError) -> Response {
     let status = match error {
         ChatError::Invalid(_) => StatusCode::BAD_REQUEST,
         ChatError::UnknownRoom(_) => StatusCode::NOT_FOUND,
+        ChatError::SenderMismatch { .. } | ChatError::Forbidden(_) => StatusCode::FORBIDDEN,
         ChatError::InvalidResume { .. } => StatusCode::BAD_REQUEST,
         ChatError::StoreUnavailable(_)
         | ChatError::StoreOutcomeUnknown(_)
@@ -47,10 +48,25 @@ pub(crate) fn from_chat_error(error: &ChatError) -> Response {
     response(status, error.code(), &error.to_string())
 }
 
-/// Turns what warp rejected (no route, wrong method, body too large) into problem+json.
+/// A request without a valid credential in jwt mode; the text says why.
+#[derive(Debug)]
+pub(crate) struct Unauthenticated(pub(crate) String);
+
+impl warp::reject::Reject for Unauthenticated {}
+
+/// Turns what warp rejected (no route, wrong method, body too large, no credential) into
+/// problem+json.
 pub(crate) async fn recover(
     rejection: warp::Rejection,
 ) -> Result<Response, std::convert::Infallible> {
+    if let Some(Unauthenticated(why)) = rejection.find::<Unauthenticated>() {
+        let mut response = response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", why);
+        response.headers_mut().insert(
+            warp::http::header::WWW_AUTHENTICATE,
+            warp::http::HeaderValue::from_static("Bearer"),
+        );
+        return Ok(response);
+    }
     let (status, code, detail) = if rejection.is_not_found() {
         (
             StatusCode::NOT_FOUND,

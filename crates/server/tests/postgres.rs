@@ -50,6 +50,7 @@ async fn a_bad_database_url_stops_start_up_with_one_clear_line_and_a_failure_cod
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
         .env("CHAT_BIND", "127.0.0.1:0")
         .env("DATABASE_URL", "postgres://nobody:secret@127.0.0.1:1/none")
+        .env("CHAT_AUTH", "none")
         .env_remove("REDIS_URL")
         .output()
         .await

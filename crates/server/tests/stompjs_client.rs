@@ -28,23 +28,33 @@ fn install_client() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stompjs_connects_chats_and_hears_about_bad_messages() {
+/// Runs chat.mjs against `app` in `room`, with `token` as its CONNECT header if given.
+async fn run_client(
+    app: &support::TestApp,
+    room: i64,
+    token: Option<String>,
+) -> std::process::Output {
     tokio::task::spawn_blocking(install_client).await.unwrap();
-    let app = support::spawn_app().await;
-    let room = app.create_room("stompjs").await;
     let addr = app.addr.to_string();
-    let output = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("chat.mjs")
             .arg(addr)
             .arg(room.to_string())
+            .args(token)
             .current_dir(client_dir())
             .output()
             .expect("node is needed for this test (install Node.js)")
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stompjs_connects_chats_and_hears_about_bad_messages() {
+    let app = support::spawn_app().await;
+    let room = app.create_room("stompjs").await;
+    let output = run_client(&app, room, None).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -57,4 +67,54 @@ async fn stompjs_connects_chats_and_hears_about_bad_messages() {
         2,
         "both good messages are stored"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stompjs_authenticates_with_connect_headers_in_jwt_mode() {
+    let mut settings = support::test_settings();
+    settings.jwt_secret = Some("a-test-secret-that-is-long-enough-for-hs256".to_owned());
+    let token = chat_server::mint_token(
+        &settings,
+        &chat_server::TokenArgs {
+            sub: 7,
+            name: Some("alice".to_owned()),
+            roles: Vec::new(),
+            ttl: std::time::Duration::from_secs(300),
+        },
+    )
+    .unwrap();
+    let app = support::spawn_app_with(chat_server::Adapters::in_memory(), settings).await;
+    let room = app
+        .adapters
+        .repository
+        .create_room(chat_domain::RoomName::parse("stompjs").unwrap())
+        .await
+        .unwrap()
+        .id
+        .get();
+    let refused = run_client(&app, room, None).await;
+    assert!(!refused.status.success(), "connected without a token");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("authentication required"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let output = run_client(&app, room, Some(token)).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stompjs client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored = app
+        .adapters
+        .repository
+        .history(
+            chat_domain::RoomId(room),
+            chat_domain::HistoryQuery::latest(chat_domain::HistoryLimit::DEFAULT),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|m| m.sender_id.get() == 7));
 }

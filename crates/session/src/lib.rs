@@ -13,7 +13,9 @@
 pub mod destination;
 mod session;
 
-pub use session::{Action, CloseReason, Note, SendId, Session, SessionConfig};
+pub use session::{
+    Action, Authenticated, CloseReason, Note, SendId, Session, SessionConfig, bearer_token,
+};
 
 #[cfg(test)]
 mod tests;

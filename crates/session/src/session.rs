@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_domain::{
-    ChatError, ChatMessageRequest, ConnectionId, DisconnectReason, IdempotencyKey, RoomId, Seq,
-    SubscriptionKey,
+    Caller, ChatError, ChatMessageRequest, ConnectionId, DisconnectReason, IdempotencyKey, RoomId,
+    Seq, SubscriptionKey,
 };
 use chat_stomp::heartbeat::{self, HeartBeatMonitor};
 use chat_stomp::{
@@ -56,6 +56,10 @@ pub enum CloseReason {
     ServerShutdown,
     /// The socket failed under the session.
     ConnectionLost,
+    /// CONNECT carried no valid credential.
+    Unauthenticated,
+    /// The session's token expired.
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -69,8 +73,18 @@ impl CloseReason {
             Self::HeartbeatTimeout => "heartbeat_timeout",
             Self::ServerShutdown => "server_shutdown",
             Self::ConnectionLost => "connection_lost",
+            Self::Unauthenticated => "unauthenticated",
+            Self::TokenExpired => "token_expired",
         }
     }
+}
+
+/// Who a CONNECT authenticated, as the driver's authenticator found it.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub caller: Arc<Caller>,
+    /// When the credential stops being valid; the session ends then.
+    pub expires_at: Option<Instant>,
 }
 
 /// What the driver must do next.
@@ -78,6 +92,10 @@ impl CloseReason {
 pub enum Action {
     /// Write these bytes to the client, as one WebSocket message.
     Write(Vec<u8>),
+    /// Check this credential (the CONNECT's `Authorization: Bearer …` or `passcode`
+    /// header, else the one the WebSocket upgrade carried; `None`: there was none) and
+    /// answer with [`Session::handle_authenticated`]. Nothing else is decoded until then.
+    Authenticate { credential: Option<String> },
     /// Subscribe in the delivery engine; answer with [`Session::handle_subscribed`]. The
     /// session decodes nothing more until then, so the RECEIPT precedes a resume's
     /// history and later frames keep their order.
@@ -93,6 +111,7 @@ pub enum Action {
     /// go out in the order the SENDs came in.
     Send {
         id: SendId,
+        caller: Arc<Caller>,
         request: ChatMessageRequest,
         idempotency_key: Option<IdempotencyKey>,
     },
@@ -153,8 +172,20 @@ enum Target {
 
 #[derive(Debug)]
 enum Phase {
-    AwaitingConnect { deadline: Instant },
-    Connected { heartbeat: HeartBeatMonitor },
+    AwaitingConnect {
+        deadline: Instant,
+    },
+    /// CONNECT was valid; its credential is being checked.
+    Authenticating {
+        deadline: Instant,
+        version: version::Version,
+        client_heartbeat: HeartBeat,
+    },
+    Connected {
+        heartbeat: HeartBeatMonitor,
+        caller: Arc<Caller>,
+        expires_at: Option<Instant>,
+    },
 }
 
 /// A SEND in arrival order; `outcome` is filled when its answer comes.
@@ -179,6 +210,8 @@ pub struct Session {
     connection: ConnectionId,
     decoder: Decoder,
     phase: Phase,
+    /// The credential the WebSocket upgrade carried, if any.
+    upgrade_credential: Option<String>,
     subscriptions: HashMap<Arc<str>, Target>,
     errors_subscription: Option<Arc<str>>,
     sends: VecDeque<PendingSend>,
@@ -197,15 +230,22 @@ pub struct Session {
 
 impl Session {
     /// A session for a connection that opened at `now`: it expects CONNECT within the
-    /// configured timeout.
+    /// configured timeout. `upgrade_credential` is a token the WebSocket upgrade carried
+    /// (its `Authorization` header or `access_token` parameter), used when CONNECT has none.
     #[must_use]
-    pub fn new(config: SessionConfig, connection: ConnectionId, now: Instant) -> Self {
+    pub fn new(
+        config: SessionConfig,
+        connection: ConnectionId,
+        upgrade_credential: Option<String>,
+        now: Instant,
+    ) -> Self {
         let deadline = now + config.connect_timeout;
         Self {
             decoder: Decoder::new(config.limits),
             config,
             connection,
             phase: Phase::AwaitingConnect { deadline },
+            upgrade_credential,
             subscriptions: HashMap::new(),
             errors_subscription: None,
             sends: VecDeque::new(),
@@ -255,11 +295,11 @@ impl Session {
         if self.closed {
             return;
         }
-        if let Phase::Connected { heartbeat } = &mut self.phase {
+        if let Phase::Connected { heartbeat, .. } = &mut self.phase {
             heartbeat.on_bytes_received(now);
         }
         self.decoder.feed(bytes);
-        self.decode(now);
+        self.decode();
     }
 
     /// The client closed the WebSocket.
@@ -275,13 +315,57 @@ impl Session {
     /// Bytes were written to the client at `now` (anything written counts as a
     /// heart-beat).
     pub fn handle_written(&mut self, now: Instant) {
-        if let Phase::Connected { heartbeat } = &mut self.phase {
+        if let Phase::Connected { heartbeat, .. } = &mut self.phase {
             heartbeat.on_bytes_sent(now);
         }
     }
 
+    /// The authenticator's answer to [`Action::Authenticate`]: CONNECTED, or an ERROR
+    /// saying why and a close.
+    pub fn handle_authenticated(&mut self, result: Result<Authenticated, String>, now: Instant) {
+        let Phase::Authenticating {
+            version,
+            client_heartbeat,
+            ..
+        } = self.phase
+        else {
+            return;
+        };
+        let authenticated = match result {
+            Ok(authenticated) => authenticated,
+            Err(why) => {
+                self.error_frame(&why);
+                self.close(CloseReason::Unauthenticated);
+                return;
+            }
+        };
+        let server = self.config.server_heartbeat;
+        let negotiated = heartbeat::negotiate(client_heartbeat, server);
+        let mut connected = Frame::new(Command::Connected)
+            .with_header("version", version.as_str())
+            .with_header("heart-beat", server.to_header_value())
+            .with_header(
+                "server",
+                concat!("chat-service/", env!("CARGO_PKG_VERSION")),
+            )
+            .with_header(
+                "session",
+                format!("{}-{}", self.config.instance, self.connection.0),
+            );
+        if let Caller::User(identity) = authenticated.caller.as_ref() {
+            connected = connected.with_header("user-name", identity.user.to_string());
+        }
+        self.phase = Phase::Connected {
+            heartbeat: HeartBeatMonitor::new(negotiated, now, self.config.heartbeat_grace),
+            caller: authenticated.caller,
+            expires_at: authenticated.expires_at,
+        };
+        self.write_frame(&connected);
+        self.decode();
+    }
+
     /// The delivery engine's answer to [`Action::Subscribe`].
-    pub fn handle_subscribed(&mut self, result: Result<(), ChatError>, now: Instant) {
+    pub fn handle_subscribed(&mut self, result: Result<(), ChatError>) {
         let Some(pending) = self.subscribing.take() else {
             return;
         };
@@ -295,16 +379,16 @@ impl Session {
             }
             Err(error) => self.app_error(&error.into(), pending.receipt.as_deref()),
         }
-        self.decode(now);
+        self.decode();
     }
 
     /// The chat service's answer to [`Action::Send`]: `Ok` once the message is stored.
-    pub fn handle_send_done(&mut self, id: SendId, result: Result<(), ChatError>, now: Instant) {
+    pub fn handle_send_done(&mut self, id: SendId, result: Result<(), ChatError>) {
         if let Some(send) = self.sends.iter_mut().find(|s| s.id == id) {
             send.outcome = Some(result.map_err(AppError::from));
         }
         self.answer_sends();
-        self.decode(now);
+        self.decode();
     }
 
     /// The engine lets this connection go.
@@ -338,13 +422,27 @@ impl Session {
             self.close(CloseReason::ServerShutdown);
             return;
         }
+        if let Phase::Connected {
+            expires_at: Some(at),
+            ..
+        } = self.phase
+            && now >= at
+        {
+            self.error_frame(
+                "your token expired; reconnect with a fresh token and resubscribe with x-resume-after to miss nothing",
+            );
+            self.close(CloseReason::TokenExpired);
+            return;
+        }
         let paused = self.paused;
         let verdict = match &mut self.phase {
-            Phase::AwaitingConnect { deadline } if now >= *deadline => {
+            Phase::AwaitingConnect { deadline } | Phase::Authenticating { deadline, .. }
+                if now >= *deadline =>
+            {
                 Err(violation("no CONNECT frame received in time; closing"))
             }
-            Phase::AwaitingConnect { .. } => Ok(false),
-            Phase::Connected { heartbeat } => {
+            Phase::AwaitingConnect { .. } | Phase::Authenticating { .. } => Ok(false),
+            Phase::Connected { heartbeat, .. } => {
                 if paused {
                     // Not reading is our choice, not the client's silence.
                     heartbeat.on_bytes_received(now);
@@ -384,8 +482,17 @@ impl Session {
             return None;
         }
         let timer = match &self.phase {
-            Phase::AwaitingConnect { deadline } => Some(*deadline),
-            Phase::Connected { heartbeat } => heartbeat.next_deadline(),
+            Phase::AwaitingConnect { deadline } | Phase::Authenticating { deadline, .. } => {
+                Some(*deadline)
+            }
+            Phase::Connected {
+                heartbeat,
+                expires_at,
+                ..
+            } => match (heartbeat.next_deadline(), *expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         };
         match (timer, self.reconnect_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -395,12 +502,15 @@ impl Session {
 
     // --- frames in -------------------------------------------------------------------
 
-    fn decode(&mut self, now: Instant) {
+    fn decode(&mut self) {
         loop {
             if self.closed || self.disconnecting.is_some() {
                 return;
             }
-            if self.subscribing.is_some() || self.sends.len() >= self.config.max_sends_in_flight {
+            if self.subscribing.is_some()
+                || matches!(self.phase, Phase::Authenticating { .. })
+                || self.sends.len() >= self.config.max_sends_in_flight
+            {
                 self.paused = true;
                 return;
             }
@@ -411,7 +521,7 @@ impl Session {
                 }
                 Ok(Some(Item::HeartBeat)) => {}
                 Ok(Some(Item::Frame(frame))) => {
-                    if let Err(error) = self.on_frame(frame, now) {
+                    if let Err(error) = self.on_frame(frame) {
                         self.fail(&error);
                     }
                 }
@@ -420,11 +530,11 @@ impl Session {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ProtocolError> {
+    fn on_frame(&mut self, frame: Frame) -> Result<(), ProtocolError> {
         self.notes.push_back(Note::FrameReceived(frame.command));
         let connected = matches!(self.phase, Phase::Connected { .. });
         match frame.command {
-            Command::Connect | Command::Stomp if !connected => self.on_connect(&frame, now),
+            Command::Connect | Command::Stomp if !connected => self.on_connect(&frame),
             Command::Connect | Command::Stomp => Err(violation(
                 "this session is already connected; CONNECT was sent twice",
             )),
@@ -458,7 +568,12 @@ impl Session {
         }
     }
 
-    fn on_connect(&mut self, frame: &Frame, now: Instant) -> Result<(), ProtocolError> {
+    fn on_connect(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        let Phase::AwaitingConnect { deadline } = self.phase else {
+            return Err(violation(
+                "this session is already connected; CONNECT was sent twice",
+            ));
+        };
         let Some(version) = version::negotiate(frame.header("accept-version")) else {
             return Err(violation(
                 "no common STOMP version: this server supports 1.0, 1.1 and 1.2",
@@ -468,23 +583,18 @@ impl Session {
             Some(value) => HeartBeat::parse(value).map_err(|e| violation(e.to_string()))?,
             None => HeartBeat::DISABLED,
         };
-        let server = self.config.server_heartbeat;
-        let negotiated = heartbeat::negotiate(client_heartbeat, server);
-        self.phase = Phase::Connected {
-            heartbeat: HeartBeatMonitor::new(negotiated, now, self.config.heartbeat_grace),
+        let credential = frame
+            .header("Authorization")
+            .or_else(|| frame.header("authorization"))
+            .map(|value| bearer_token(value).to_owned())
+            .or_else(|| frame.header("passcode").map(str::to_owned))
+            .or_else(|| self.upgrade_credential.take());
+        self.phase = Phase::Authenticating {
+            deadline,
+            version,
+            client_heartbeat,
         };
-        let connected = Frame::new(Command::Connected)
-            .with_header("version", version.as_str())
-            .with_header("heart-beat", server.to_header_value())
-            .with_header(
-                "server",
-                concat!("chat-service/", env!("CARGO_PKG_VERSION")),
-            )
-            .with_header(
-                "session",
-                format!("{}-{}", self.config.instance, self.connection.0),
-            );
-        self.write_frame(&connected);
+        self.actions.push_back(Action::Authenticate { credential });
         Ok(())
     }
 
@@ -594,11 +704,18 @@ impl Session {
                 Ok((request, key))
             });
             match parsed {
-                Ok((request, idempotency_key)) => self.actions.push_back(Action::Send {
-                    id,
-                    request,
-                    idempotency_key,
-                }),
+                Ok((request, idempotency_key)) => {
+                    let caller = match &self.phase {
+                        Phase::Connected { caller, .. } => caller.clone(),
+                        _ => Arc::new(Caller::Open),
+                    };
+                    self.actions.push_back(Action::Send {
+                        id,
+                        caller,
+                        request,
+                        idempotency_key,
+                    });
+                }
                 Err(invalid) => send.outcome = Some(Err(ChatError::Invalid(invalid).into())),
             }
         }
@@ -714,4 +831,14 @@ fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f str, ProtocolError> 
             frame.command.as_str()
         ))
     })
+}
+
+/// The token of an `Authorization` value: after `Bearer ` (any case), or the whole value.
+#[must_use]
+pub fn bearer_token(value: &str) -> &str {
+    let value = value.trim();
+    match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => value[7..].trim_start(),
+        _ => value,
+    }
 }

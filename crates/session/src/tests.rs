@@ -1,12 +1,16 @@
 //! The session's rules, driven by hand: frames in as bytes, actions out, time as plain
 //! `Instant`s. No sockets, no tasks, no sleeps.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_domain::{ChatError, ConnectionId, DisconnectReason, RoomId, Seq, SubscriptionKey};
+use chat_domain::{
+    Caller, ChatError, ConnectionId, DisconnectReason, Identity, RoomId, SenderId, Seq,
+    SubscriptionKey,
+};
 use chat_stomp::{Command, Decoder, Frame, HeartBeat, Item, Limits, encode};
 
-use crate::{Action, CloseReason, Note, SendId, Session, SessionConfig};
+use crate::{Action, Authenticated, CloseReason, Note, SendId, Session, SessionConfig};
 
 fn config() -> SessionConfig {
     SessionConfig {
@@ -44,9 +48,18 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_upgrade_credential(None)
+    }
+
+    fn with_upgrade_credential(credential: Option<&str>) -> Self {
         let now = Instant::now();
         Self {
-            session: Session::new(config(), ConnectionId(9), now),
+            session: Session::new(
+                config(),
+                ConnectionId(9),
+                credential.map(str::to_owned),
+                now,
+            ),
             now,
             written: Decoder::new(Limits::default()),
             heartbeats_written: 0,
@@ -60,6 +73,7 @@ impl Harness {
             &[("accept-version", "1.2"), ("heart-beat", "4000,4000")],
             "",
         ));
+        harness.authenticate(Ok(Caller::Open), None);
         let frames = harness.frames();
         assert_eq!(frames[0].command, Command::Connected);
         harness
@@ -73,6 +87,35 @@ impl Harness {
             "",
         ));
         harness
+    }
+
+    /// Answers the pending Authenticate; returns the credential it asked about.
+    fn authenticate(
+        &mut self,
+        result: Result<Caller, &str>,
+        expires_in: Option<Duration>,
+    ) -> Option<String> {
+        let actions = self.actions();
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Write(_))),
+            "nothing is written before the credential is checked"
+        );
+        let credential = actions.into_iter().find_map(|a| match a {
+            Action::Authenticate { credential } => Some(credential),
+            _ => None,
+        });
+        let credential = credential.expect("CONNECT asks to authenticate");
+        let now = self.now;
+        self.session.handle_authenticated(
+            result
+                .map(|caller| Authenticated {
+                    caller: Arc::new(caller),
+                    expires_at: expires_in.map(|d| now + d),
+                })
+                .map_err(str::to_owned),
+            now,
+        );
+        credential
     }
 
     fn input(&mut self, data: &[u8]) {
@@ -161,6 +204,7 @@ fn connect_negotiates_the_best_version_and_names_the_session() {
         &[("accept-version", "1.0,1.1,1.2"), ("heart-beat", "0,0")],
         "",
     ));
+    h.authenticate(Ok(Caller::Open), None);
     let frames = h.frames();
     assert_eq!(frames.len(), 1);
     let connected = &frames[0];
@@ -296,7 +340,7 @@ fn subscribing_to_a_room_asks_the_engine_and_answers_after_it() {
         h.frames().is_empty(),
         "no RECEIPT before the engine answers"
     );
-    h.session.handle_subscribed(Ok(()), h.now);
+    h.session.handle_subscribed(Ok(()));
     assert_eq!(receipts(&h.frames()), ["r1"]);
     assert_eq!(h.session.subscription_count(), 1);
 }
@@ -322,7 +366,7 @@ fn frames_after_a_subscribe_wait_for_its_answer() {
         1,
         "the DISCONNECT is not read yet: {actions:?}"
     );
-    h.session.handle_subscribed(Ok(()), h.now);
+    h.session.handle_subscribed(Ok(()));
     let actions = h.actions();
     assert_eq!(closed_with(&actions), Some(CloseReason::ClientClosed));
     assert_eq!(receipts(&h.frames()), ["sub", "bye"]);
@@ -361,7 +405,7 @@ fn subscribe_errors_go_to_the_errors_queue_and_the_session_carries_on() {
     ));
     let _ = h.actions();
     h.session
-        .handle_subscribed(Err(ChatError::UnknownRoom(RoomId(404))), h.now);
+        .handle_subscribed(Err(ChatError::UnknownRoom(RoomId(404))));
     let frames = h.frames();
     assert_eq!(
         error_codes(&frames),
@@ -399,7 +443,7 @@ fn unsubscribe_tells_the_engine_and_answers() {
         "",
     ));
     let _ = h.actions();
-    h.session.handle_subscribed(Ok(()), h.now);
+    h.session.handle_subscribed(Ok(()));
     h.input(&bytes(
         Command::Unsubscribe,
         &[("id", "s1"), ("receipt", "gone")],
@@ -435,6 +479,7 @@ fn a_send_is_answered_only_after_the_service_stored_it() {
             id,
             request,
             idempotency_key,
+            ..
         },
     ] = actions.as_slice()
     else {
@@ -444,7 +489,7 @@ fn a_send_is_answered_only_after_the_service_stored_it() {
     assert_eq!(idempotency_key.as_ref().map(|k| k.as_str()), Some("k-1"));
     assert!(h.frames().is_empty(), "no RECEIPT before the store answers");
     assert_eq!(h.session.sends_pending(), 1);
-    h.session.handle_send_done(*id, Ok(()), h.now);
+    h.session.handle_send_done(*id, Ok(()));
     assert_eq!(receipts(&h.frames()), ["m1"]);
     assert_eq!(h.session.sends_pending(), 0);
 }
@@ -472,13 +517,10 @@ fn answers_go_out_in_the_order_the_sends_came_in() {
     h.input(&three);
     let ids = sends(&h.actions());
     assert_eq!(ids.len(), 2);
-    h.session.handle_send_done(
-        ids[1],
-        Err(ChatError::StoreUnavailable("down".into())),
-        h.now,
-    );
+    h.session
+        .handle_send_done(ids[1], Err(ChatError::StoreUnavailable("down".into())));
     assert!(h.frames().is_empty(), "b waits for a");
-    h.session.handle_send_done(ids[0], Ok(()), h.now);
+    h.session.handle_send_done(ids[0], Ok(()));
     let frames = h.frames();
     assert_eq!(frames[0].header("receipt-id"), Some("a"));
     assert_eq!(error_codes(&frames), ["STORE_UNAVAILABLE", "INVALID_JSON"]);
@@ -504,7 +546,7 @@ fn sends_in_flight_are_capped_per_frame_not_per_websocket_message() {
     let first = sends(&h.actions());
     assert_eq!(first.len(), 3, "the cap is 3");
     assert!(!h.session.wants_input(), "the driver must stop reading");
-    h.session.handle_send_done(first[0], Ok(()), h.now);
+    h.session.handle_send_done(first[0], Ok(()));
     assert_eq!(
         sends(&h.actions()).len(),
         1,
@@ -512,7 +554,7 @@ fn sends_in_flight_are_capped_per_frame_not_per_websocket_message() {
     );
     assert!(!h.session.wants_input());
     for id in &first[1..] {
-        h.session.handle_send_done(*id, Ok(()), h.now);
+        h.session.handle_send_done(*id, Ok(()));
     }
     assert_eq!(sends(&h.actions()).len(), 1, "the last buffered frame");
     assert!(h.session.wants_input());
@@ -537,7 +579,7 @@ fn disconnect_answers_after_the_sends_before_it() {
     let ids = sends(&actions);
     assert_eq!(ids.len(), 1, "nothing after DISCONNECT is read");
     assert!(closed_with(&actions).is_none());
-    h.session.handle_send_done(ids[0], Ok(()), h.now);
+    h.session.handle_send_done(ids[0], Ok(()));
     let actions = h.actions();
     assert_eq!(closed_with(&actions), Some(CloseReason::ClientClosed));
     assert_eq!(receipts(&h.frames()), ["m", "bye"]);
@@ -558,7 +600,7 @@ fn sends_under_way_are_still_answered_after_a_close() {
     h.input(b"GARBAGE\n\n\0");
     assert_eq!(closed_with(&h.actions()), Some(CloseReason::ProtocolError));
     assert_eq!(h.session.sends_pending(), 1);
-    h.session.handle_send_done(ids[0], Ok(()), h.now);
+    h.session.handle_send_done(ids[0], Ok(()));
     let frames = h.frames();
     assert_eq!(receipts(&frames), ["late"]);
     assert_eq!(h.session.sends_pending(), 0);
@@ -609,7 +651,7 @@ fn a_client_is_not_timed_out_while_the_session_is_not_reading_it() {
     }
     assert!(!h.session.is_closed(), "the store is slow, not the client");
     for id in ids {
-        h.session.handle_send_done(id, Ok(()), h.now);
+        h.session.handle_send_done(id, Ok(()));
     }
     assert!(h.session.wants_input());
 }
@@ -652,4 +694,105 @@ fn acks_are_accepted_and_answered() {
     let notes = h.notes();
     assert!(notes.contains(&Note::FrameReceived(Command::Ack)));
     assert!(notes.contains(&Note::FrameSent(Command::Receipt)));
+}
+
+fn user(id: i64) -> Caller {
+    Caller::User(Identity {
+        user: SenderId(id),
+        nickname: Some("ann".to_owned()),
+        admin: false,
+    })
+}
+
+#[test]
+fn the_credential_comes_from_connect_headers_else_from_the_upgrade() {
+    for (headers, upgrade, expected) in [
+        (
+            vec![("Authorization", "Bearer abc.def")],
+            Some("up"),
+            Some("abc.def"),
+        ),
+        (vec![("authorization", "bearer  xyz")], None, Some("xyz")),
+        (
+            vec![("login", "u"), ("passcode", "tok")],
+            Some("up"),
+            Some("tok"),
+        ),
+        (vec![], Some("from-upgrade"), Some("from-upgrade")),
+        (vec![], None, None),
+    ] {
+        let mut h = Harness::with_upgrade_credential(upgrade);
+        let mut all = vec![("accept-version", "1.2")];
+        all.extend(headers);
+        h.input(&bytes(Command::Connect, &all, ""));
+        let credential = h.authenticate(Ok(user(7)), None);
+        assert_eq!(credential.as_deref(), expected);
+        let connected = &h.frames()[0];
+        assert_eq!(connected.command, Command::Connected);
+        assert_eq!(connected.header("user-name"), Some("7"));
+    }
+}
+
+#[test]
+fn a_refused_credential_ends_in_an_error_and_nothing_after_connect_is_read() {
+    let mut h = Harness::new();
+    let mut data = bytes(Command::Connect, &[("accept-version", "1.2")], "");
+    data.extend(bytes(
+        Command::Send,
+        &[("destination", "/app/chat.sendMessage")],
+        MESSAGE,
+    ));
+    h.input(&data);
+    assert!(!h.session.wants_input());
+    h.authenticate(Err("the token was refused: bad signature"), None);
+    let actions = h.actions();
+    assert_eq!(closed_with(&actions), Some(CloseReason::Unauthenticated));
+    assert!(
+        sends(&actions).is_empty(),
+        "the SEND after CONNECT never runs"
+    );
+    let frames = h.frames();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].command, Command::Error);
+    assert_eq!(
+        frames[0].header("message"),
+        Some("the token was refused: bad signature")
+    );
+}
+
+#[test]
+fn sends_carry_the_authenticated_caller() {
+    let mut h = Harness::new();
+    h.input(&bytes(Command::Connect, &[("accept-version", "1.2")], ""));
+    h.authenticate(Ok(user(7)), None);
+    h.input(&bytes(
+        Command::Send,
+        &[("destination", "/app/chat.sendMessage")],
+        MESSAGE,
+    ));
+    let actions = h.actions();
+    let Some(Action::Send { caller, .. }) =
+        actions.iter().find(|a| matches!(a, Action::Send { .. }))
+    else {
+        panic!("expected a Send: {actions:?}");
+    };
+    assert_eq!(caller.as_ref(), &user(7));
+}
+
+#[test]
+fn a_session_ends_when_its_token_expires() {
+    let mut h = Harness::new();
+    h.input(&bytes(Command::Connect, &[("accept-version", "1.2")], ""));
+    h.authenticate(Ok(user(7)), Some(Duration::from_secs(3)));
+    let _ = h.frames();
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(3))
+    );
+    h.advance(Duration::from_secs(2));
+    assert!(!h.session.is_closed());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(closed_with(&h.actions()), Some(CloseReason::TokenExpired));
+    let frames = h.frames();
+    assert!(frames[0].header("message").unwrap().contains("expired"));
 }

@@ -12,6 +12,7 @@ use chat_session::SessionConfig;
 use tokio::sync::{Notify, watch};
 
 use super::hub::HubHandle;
+use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 
 /// What every session of this instance shares.
@@ -19,6 +20,7 @@ use crate::metrics::Metrics;
 pub(crate) struct GatewayContext {
     pub(crate) service: ChatService,
     pub(crate) hub: HubHandle,
+    pub(crate) auth: Arc<Authenticator>,
     pub(crate) session: SessionConfig,
     pub(crate) outbound_queue: usize,
     pub(crate) shutdown: watch::Receiver<bool>,

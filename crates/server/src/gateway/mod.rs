@@ -64,6 +64,28 @@ fn header_has_token(request: &Request<Incoming>, name: header::HeaderName, token
         .any(|part| part.trim().eq_ignore_ascii_case(token))
 }
 
+/// A token on the upgrade request: its `Authorization: Bearer` header, else its
+/// `access_token` query parameter (browsers cannot set headers on a WebSocket).
+fn upgrade_credential(request: &Request<Incoming>) -> Option<String> {
+    if let Some(value) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(chat_session::bearer_token(value).to_owned());
+    }
+    let query = request.uri().query()?;
+    url_query_value(query, "access_token")
+}
+
+/// One parameter of a query string, percent-decoded.
+fn url_query_value(query: &str, name: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
 /// Answers a request for [`PATH`]: a WebSocket upgrade that becomes a STOMP session, or a
 /// problem+json saying why not.
 pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incoming>) -> Response {
@@ -124,6 +146,7 @@ pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incomi
         },
     };
 
+    let credential = upgrade_credential(&request);
     let on_upgrade = hyper::upgrade::on(&mut request);
     let context = context.clone();
     let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
@@ -142,7 +165,7 @@ pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incomi
             Some(websocket_config()),
         )
         .await;
-        session::run(socket, context, connection).await;
+        session::run(socket, context, connection, credential).await;
     });
 
     let mut response = warp::reply::reply().into_response();

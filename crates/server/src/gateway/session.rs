@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_domain::{ChatError, ChatMessageRequest, IdempotencyKey};
-use chat_session::{Action, CloseReason, Note, SendId, Session};
+use chat_domain::{Caller, ChatError, ChatMessageRequest, IdempotencyKey};
+use chat_session::{Action, Authenticated, CloseReason, Note, SendId, Session};
 use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
@@ -39,6 +39,14 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
+/// The monotonic instant at which wall-clock `at` arrives (now, if it has passed).
+fn until_instant(at: std::time::SystemTime) -> std::time::Instant {
+    let left = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    now() + left
+}
+
 /// The I/O half of a session.
 struct Shell {
     context: Arc<GatewayContext>,
@@ -51,11 +59,21 @@ struct Shell {
 
 /// Runs one session until the client leaves, breaks the protocol, falls too far behind or
 /// the instance shuts down.
-pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connection: ConnectionId) {
+pub(crate) async fn run(
+    socket: WebSocket,
+    context: Arc<GatewayContext>,
+    connection: ConnectionId,
+    upgrade_credential: Option<String>,
+) {
     let (sink, mut stream) = socket.split();
     let (outbox, mut queue) = Outbox::new(context.outbound_queue);
     let mut shutdown = context.shutdown.clone();
-    let mut session = Session::new(context.session.clone(), connection, now());
+    let mut session = Session::new(
+        context.session.clone(),
+        connection,
+        upgrade_credential,
+        now(),
+    );
     let metrics = context.metrics.clone();
     metrics.connections_opened.inc();
     metrics.connections_current.inc();
@@ -98,7 +116,7 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
                 }
             },
             Some((id, result)) = shell.sends.next(), if !shell.sends.is_empty() => {
-                session.handle_send_done(id, result, now());
+                session.handle_send_done(id, result);
             }
             () = sleep_until_some(deadline) => session.handle_timeout(now()),
         }
@@ -107,7 +125,7 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<GatewayContext>, connect
     // Let already accepted SENDs finish storing before the socket goes: a message whose
     // RECEIPT could still be sent should not be cut off half-way.
     while let Some((id, result)) = shell.sends.next().await {
-        session.handle_send_done(id, result, now());
+        session.handle_send_done(id, result);
         let _ = shell.carry_out(&mut session).await;
     }
     shell.close(&mut stream).await;
@@ -137,6 +155,21 @@ impl Shell {
                         session.handle_connection_lost();
                     }
                 }
+                Action::Authenticate { credential } => {
+                    let verified = self
+                        .context
+                        .auth
+                        .verify(credential.as_deref(), std::time::SystemTime::now())
+                        .map(|verified| Authenticated {
+                            caller: Arc::new(verified.caller),
+                            expires_at: verified.expires_at.map(until_instant),
+                        })
+                        .map_err(|error| error.to_string());
+                    if verified.is_err() {
+                        self.context.metrics.rejected("UNAUTHENTICATED");
+                    }
+                    session.handle_authenticated(verified, now());
+                }
                 Action::Subscribe {
                     key,
                     room,
@@ -147,14 +180,15 @@ impl Shell {
                         .hub
                         .subscribe(key, room, self.outbox.clone(), resume_after)
                         .await;
-                    session.handle_subscribed(answer, now());
+                    session.handle_subscribed(answer);
                 }
                 Action::Unsubscribe { key, room } => self.context.hub.unsubscribe(key, room),
                 Action::Send {
                     id,
+                    caller,
                     request,
                     idempotency_key,
-                } => self.start_send(id, request, idempotency_key),
+                } => self.start_send(id, caller, request, idempotency_key),
                 Action::Close(reason) => closing = Some(reason),
             }
         }
@@ -166,13 +200,14 @@ impl Shell {
     fn start_send(
         &self,
         id: SendId,
+        caller: Arc<Caller>,
         request: ChatMessageRequest,
         idempotency_key: Option<IdempotencyKey>,
     ) {
         let service = self.context.service.clone();
         let hub = self.context.hub.clone();
         self.sends.push(Box::pin(async move {
-            let result = service.send(request, idempotency_key).await;
+            let result = service.send_as(&caller, request, idempotency_key).await;
             match &result {
                 // Delivered as soon as it is committed, not when its turn for a RECEIPT
                 // comes; the hub puts it in seq order.

@@ -4,7 +4,8 @@
 import { Client } from "@stomp/stompjs";
 import WebSocket from "ws";
 
-const [address, roomArg] = process.argv.slice(2);
+// An optional third argument is a JWT, sent as a CONNECT header the way front ends do.
+const [address, roomArg, token] = process.argv.slice(2);
 const room = Number(roomArg);
 const fail = (why) => { console.error(`FAIL: ${why}`); process.exit(1); };
 const messages = [];
@@ -14,6 +15,7 @@ let receipted = false;
 const client = new Client({
   // Node 20 has no global WebSocket; browsers pass the same subprotocol list.
   webSocketFactory: () => new WebSocket(`ws://${address}/ws`, ["v10.stomp", "v11.stomp", "v12.stomp"]),
+  connectHeaders: token ? { Authorization: `Bearer ${token}` } : {},
   heartbeatIncoming: 1000,
   heartbeatOutgoing: 1000,
   reconnectDelay: 0,

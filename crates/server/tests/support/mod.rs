@@ -123,7 +123,19 @@ impl StompClient {
         url: &str,
         protocols: Option<&str>,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        Self::open_with_headers(url, protocols, &[]).await
+    }
+
+    /// Opens the WebSocket with extra headers on the upgrade request.
+    pub async fn open_with_headers(
+        url: &str,
+        protocols: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
         let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse().unwrap());
+        }
         if let Some(protocols) = protocols {
             request
                 .headers_mut()

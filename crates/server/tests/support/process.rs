@@ -37,6 +37,8 @@ impl ServerProcess {
             .env("RUST_LOG", "info")
             .env("CHAT_SHUTDOWN_GRACE_SECS", "10")
             .env("CHAT_DRAIN_WINDOW_SECS", "1")
+            // Open unless a test configures a key (DATABASE_URL alone refuses to start).
+            .env("CHAT_AUTH", "none")
             .stdout(Stdio::piped())
             .stderr(if break_output {
                 Stdio::piped()
@@ -101,6 +103,16 @@ impl ServerProcess {
     /// SIGTERM, as Kubernetes sends; returns the exit status.
     pub async fn terminate(self) -> std::process::ExitStatus {
         self.signal("TERM").await
+    }
+
+    /// Sends `SIG{name}` and returns at once.
+    pub fn send_signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Sends `SIG{name}` and waits (30 s at most) for the process to exit.
