@@ -21,6 +21,7 @@ use crate::config::Settings;
 use crate::gateway::hub::{Hub, HubConfig};
 use crate::gateway::{GatewayContext, Lifecycle};
 use crate::metrics::{MeasuredBus, MeasuredRepository, Metrics};
+use crate::origin::OriginPolicy;
 use crate::publish_queue::QueuedBus;
 use crate::state::AppState;
 
@@ -214,6 +215,10 @@ impl Application {
         let gateway = Arc::new(GatewayContext {
             service: service.clone(),
             hub,
+            origins: OriginPolicy::new(
+                &settings.allowed_origins,
+                !matches!(auth.as_ref(), Authenticator::Open),
+            ),
             auth,
             session: SessionConfig {
                 server_heartbeat: settings.heartbeat,

@@ -172,6 +172,12 @@ pub struct Settings {
     #[arg(long, env = "CHAT_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
+    /// Web origins (`https://chat.example`, comma-separated, `*` for any) whose pages may
+    /// open WebSockets and call the API (CORS). Unset: any in open mode, only the server's
+    /// own host in jwt mode.
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// The JWT claim holding the display name; `preferred_username` is the fallback.
     #[arg(long, env = "CHAT_JWT_NAME_CLAIM", default_value = "name")]
     pub jwt_name_claim: String,

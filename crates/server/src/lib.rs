@@ -12,6 +12,7 @@ mod gateway;
 mod http;
 mod listener;
 mod metrics;
+mod origin;
 mod problem;
 mod publish_queue;
 pub mod shutdown;

@@ -67,7 +67,9 @@ pub(crate) async fn recover(
         );
         return Ok(response);
     }
-    let (status, code, detail) = if rejection.is_not_found() {
+    let (status, code, detail) = if let Some(e) = rejection.find::<warp::cors::CorsForbidden>() {
+        (StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED", e.to_string())
+    } else if rejection.is_not_found() {
         (
             StatusCode::NOT_FOUND,
             "NOT_FOUND",

@@ -517,3 +517,70 @@ async fn the_token_tool_prints_a_token_the_server_accepts() {
     assert_eq!(answer.command, Command::Connected, "{answer:?}");
     assert_eq!(answer.header("user-name"), Some("42"));
 }
+
+fn refused_with(result: Result<StompClient, tokio_tungstenite::tungstenite::Error>) -> u16 {
+    match result {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+#[tokio::test]
+async fn only_allowed_origins_may_open_a_websocket_or_call_the_api_from_a_page() {
+    // jwt mode without a list: only pages of the server's own host.
+    let app = jwt_app().await;
+    let own = format!("http://{}", app.addr);
+    let evil = refused_with(
+        StompClient::open_with_headers(&app.ws_url(), None, &[("origin", "https://evil.example")])
+            .await,
+    );
+    assert_eq!(evil, 403);
+    let same = refused_with(
+        StompClient::open_with_headers(&app.ws_url(), None, &[("origin", &own)]).await,
+    );
+    assert_eq!(same, 101);
+    let native = refused_with(StompClient::open_with_headers(&app.ws_url(), None, &[]).await);
+    assert_eq!(native, 101, "clients without Origin are not browsers");
+
+    // An explicit list: the WebSocket and CORS follow it.
+    let mut settings = test_settings();
+    settings.allowed_origins = vec!["https://chat.example".to_owned()];
+    let app = spawn_app_with(Adapters::in_memory(), settings).await;
+    let evil = refused_with(
+        StompClient::open_with_headers(&app.ws_url(), None, &[("origin", "https://evil.example")])
+            .await,
+    );
+    assert_eq!(evil, 403);
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, app.http("/api/chatrooms"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
+            .send()
+    };
+    let allowed = preflight("https://chat.example").await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://chat.example"
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let listed = client
+        .get(app.http("/api/chatrooms"))
+        .header("origin", "https://chat.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(
+        listed.headers()["access-control-allow-origin"],
+        "https://chat.example"
+    );
+}

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 use super::hub::HubHandle;
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
+use crate::origin::OriginPolicy;
 
 /// What every session of this instance shares.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ pub(crate) struct GatewayContext {
     pub(crate) service: ChatService,
     pub(crate) hub: HubHandle,
     pub(crate) auth: Arc<Authenticator>,
+    pub(crate) origins: OriginPolicy,
     pub(crate) session: SessionConfig,
     pub(crate) outbound_queue: usize,
     pub(crate) shutdown: watch::Receiver<bool>,

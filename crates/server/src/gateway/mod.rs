@@ -117,6 +117,22 @@ pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incomi
         );
         return response;
     }
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if !context
+        .origins
+        .allows(header(header::ORIGIN), header(header::HOST))
+    {
+        return problem::response(
+            StatusCode::FORBIDDEN,
+            "ORIGIN_NOT_ALLOWED",
+            "pages from this origin may not open a chat WebSocket here; the server's CHAT_ALLOWED_ORIGINS lists the ones that may",
+        );
+    }
     if context.lifecycle.is_draining() {
         return problem::response(
             StatusCode::SERVICE_UNAVAILABLE,

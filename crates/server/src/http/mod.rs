@@ -7,16 +7,40 @@ pub(crate) mod rest;
 use std::sync::Arc;
 
 use warp::Filter;
+use warp::filters::BoxedFilter;
 
+use crate::origin::OriginPolicy;
 use crate::problem;
 use crate::state::AppState;
 
-pub(crate) fn routes(
-    state: Arc<AppState>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
-    health::routes(state.clone())
+pub(crate) fn routes(state: Arc<AppState>) -> BoxedFilter<(warp::reply::Response,)> {
+    let cors = cors(&state.gateway.origins);
+    let api = health::routes(state.clone())
         .or(rest::routes(state))
         .unify()
         .recover(problem::recover)
-        .unify()
+        .unify();
+    match cors {
+        Some(cors) => api
+            .with(cors)
+            .map(warp::Reply::into_response)
+            .recover(problem::recover)
+            .unify()
+            .boxed(),
+        None => api.boxed(),
+    }
+}
+
+/// The CORS policy for the API, from the same origins as the WebSocket (warp's own
+/// preflight handling). Same-host only needs none: a page's own origin is not cross-origin.
+fn cors(origins: &OriginPolicy) -> Option<warp::cors::Builder> {
+    let base = warp::cors()
+        .allow_methods(["GET", "POST", "PUT", "DELETE", "OPTIONS"])
+        .allow_headers(["authorization", "content-type", "idempotency-key"])
+        .max_age(600);
+    match origins {
+        OriginPolicy::Any => Some(base.allow_any_origin()),
+        OriginPolicy::List(list) => Some(base.allow_origins(list.iter().map(String::as_str))),
+        OriginPolicy::SameHost => None,
+    }
 }
