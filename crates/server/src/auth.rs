@@ -105,21 +105,17 @@ impl Authenticator {
         }
     }
 
-    /// Checks a credential (a bare JWT) at `now`.
+    /// Checks a credential (a bare JWT) against the clock.
     ///
     /// # Errors
     /// [`AuthError`] in jwt mode; open mode accepts anything, including nothing.
-    pub(crate) fn verify(
-        &self,
-        credential: Option<&str>,
-        now: SystemTime,
-    ) -> Result<Verified, AuthError> {
+    pub(crate) fn verify(&self, credential: Option<&str>) -> Result<Verified, AuthError> {
         match self {
             Self::Open => Ok(Verified {
                 caller: Caller::Open,
                 expires_at: None,
             }),
-            Self::Jwt(verifier) => verifier.verify(credential.ok_or(AuthError::Missing)?, now),
+            Self::Jwt(verifier) => verifier.verify(credential.ok_or(AuthError::Missing)?),
         }
     }
 
@@ -195,30 +191,23 @@ impl JwtVerifier {
         })
     }
 
-    fn verify(&self, token: &str, now: SystemTime) -> Result<Verified, AuthError> {
+    fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| refused(&e))?;
         let claims = match &self.source {
-            KeySource::Fixed(key) => self.check(token, key, now)?,
+            KeySource::Fixed(key) => self.check(token, key)?,
             KeySource::Jwks {
-                path,
-                keys,
-                last_load,
+                keys, last_load, ..
             } => {
-                let found = self.check_with_set(token, header.kid.as_deref(), keys, now);
-                match found {
+                let kid = header.kid.as_deref();
+                match self.check_with_set(token, kid, keys) {
+                    // A key we do not know: perhaps rotated in since we read the file.
                     Err(None) if reload_allowed(last_load) => {
-                        // A key we do not know: perhaps rotated in since we read the file.
-                        if let Ok(fresh) = load_jwks(path) {
-                            *keys
-                                .write()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-                        }
-                        self.check_with_set(token, header.kid.as_deref(), keys, now)
-                            .map_err(|e| e.unwrap_or_else(|| unknown_kid(header.kid.as_deref())))?
+                        self.reload();
+                        self.check_with_set(token, kid, keys)
                     }
-                    other => other
-                        .map_err(|e| e.unwrap_or_else(|| unknown_kid(header.kid.as_deref())))?,
+                    other => other,
                 }
+                .map_err(|e| e.unwrap_or_else(|| unknown_kid(kid)))?
             }
         };
         self.identity(&claims)
@@ -230,7 +219,6 @@ impl JwtVerifier {
         token: &str,
         kid: Option<&str>,
         keys: &RwLock<Vec<VerifyingKey>>,
-        now: SystemTime,
     ) -> Result<HashMap<String, Value>, Option<AuthError>> {
         let keys = keys
             .read()
@@ -245,23 +233,16 @@ impl JwtVerifier {
             }
         };
         let key = key.ok_or(None)?;
-        self.check(token, key, now).map_err(Some)
+        self.check(token, key).map_err(Some)
     }
 
-    fn check(
-        &self,
-        token: &str,
-        key: &VerifyingKey,
-        now: SystemTime,
-    ) -> Result<HashMap<String, Value>, AuthError> {
+    fn check(&self, token: &str, key: &VerifyingKey) -> Result<HashMap<String, Value>, AuthError> {
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = LEEWAY.as_secs();
         validation.validate_nbf = true;
         // `sub` is checked by `identity`: jsonwebtoken only sees a string `sub`, and a user
         // id may come as a number.
         validation.set_required_spec_claims(&["exp"]);
-        // jsonwebtoken reads the clock itself for exp/nbf; `now` is checked below too, so
-        // tests with a fixed clock and the library agree.
         match &self.audience {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,
@@ -269,13 +250,9 @@ impl JwtVerifier {
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
         }
-        let data = jsonwebtoken::decode::<HashMap<String, Value>>(token, &key.key, &validation)
-            .map_err(|e| refused(&e))?;
-        let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        if unix_seconds(now) > exp.saturating_add(LEEWAY.as_secs()) {
-            return Err(AuthError::Expired);
-        }
-        Ok(data.claims)
+        jsonwebtoken::decode::<HashMap<String, Value>>(token, &key.key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| refused(&e))
     }
 
     fn identity(&self, claims: &HashMap<String, Value>) -> Result<Verified, AuthError> {

@@ -159,7 +159,7 @@ impl Shell {
                     let verified = self
                         .context
                         .auth
-                        .verify(credential.as_deref(), std::time::SystemTime::now())
+                        .verify(credential.as_deref())
                         .map(|verified| Authenticated {
                             caller: Arc::new(verified.caller),
                             expires_at: verified.expires_at.map(until_instant),

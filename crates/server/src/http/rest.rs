@@ -69,11 +69,7 @@ fn authenticate(
         let state = state.clone();
         async move {
             let credential = header.as_deref().map(chat_session::bearer_token);
-            match state
-                .gateway
-                .auth
-                .verify(credential, std::time::SystemTime::now())
-            {
+            match state.gateway.auth.verify(credential) {
                 Ok(verified) => Ok(verified.caller),
                 Err(error) => {
                     state.metrics.rejected("UNAUTHENTICATED");

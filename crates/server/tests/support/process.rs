@@ -117,12 +117,7 @@ impl ServerProcess {
 
     /// Sends `SIG{name}` and waits (30 s at most) for the process to exit.
     pub async fn signal(mut self, name: &str) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.send_signal(name);
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("chat-server did not exit within 30 s of SIG{name}"))
