@@ -17,7 +17,9 @@ use crate::BenchError;
              and one JSON line on stdout.",
     after_help = "Examples:\n  chat-bench --url ws://127.0.0.1:8080/ws --rate 2000 --rooms 20 --subscribers 200\n  \
                   chat-bench --raw-topic --topic-prefix /topic/bench. --login guest --passcode guest \\\n    --url ws://127.0.0.1:15674/ws --rate 2000\n  \
-                  chat-bench --idle --connections 19000 --source-ips 8 --watch-pid $(pgrep chat-server)"
+                  chat-bench --idle --connections 19000 --source-ips 8 --watch-pid $(pgrep chat-server)\n  \
+                  chat-bench --jwt-secret \"$CHAT_JWT_SECRET\" --rate 2000 --subscribers 200  \
+                  # server started with CHAT_AUTH=jwt"
 )]
 pub struct BenchArgs {
     /// WebSocket endpoint(s); subscribers are spread over them round-robin. Repeat the flag
@@ -82,6 +84,26 @@ pub struct BenchArgs {
     /// STOMP `passcode` header (RabbitMQ: guest).
     #[arg(long)]
     pub passcode: Option<String>,
+
+    /// HS256 secret of a server in jwt mode (`CHAT_AUTH=jwt CHAT_JWT_SECRET=…`, at least 32
+    /// bytes): every connection then sends its own token as the CONNECT header
+    /// `Authorization: Bearer <jwt>`, and room creation sends one too. Publisher j's `sub`
+    /// is its `senderId` (j+1); subscribers and idle connections are users 1000000+i.
+    #[arg(long)]
+    pub jwt_secret: Option<String>,
+
+    /// With --jwt-secret: the tokens' `iss` (the server's CHAT_JWT_ISSUER).
+    #[arg(long, requires = "jwt_secret")]
+    pub jwt_issuer: Option<String>,
+
+    /// With --jwt-secret: the tokens' `aud` (the server's CHAT_JWT_AUDIENCE).
+    #[arg(long, requires = "jwt_secret")]
+    pub jwt_audience: Option<String>,
+
+    /// With --jwt-secret: seconds from minting to the tokens' `exp`. The server closes a
+    /// session when its token expires, so keep it longer than the run.
+    #[arg(long, default_value_t = 3600, requires = "jwt_secret")]
+    pub jwt_ttl: u64,
 
     /// STOMP `host` header (the RabbitMQ virtual host).
     #[arg(long, default_value = "/")]
@@ -225,6 +247,17 @@ impl BenchArgs {
                 )));
             }
         }
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < crate::token::MIN_SECRET_BYTES
+        {
+            return Err(BenchError::InvalidArgs(format!(
+                "--jwt-secret must be at least {} bytes, as the server requires",
+                crate::token::MIN_SECRET_BYTES
+            )));
+        }
+        if self.jwt_ttl == 0 {
+            return bad("--jwt-ttl must be at least 1 second");
+        }
         if self.connect_concurrency == 0 {
             return bad("--connect-concurrency must be at least 1");
         }
@@ -255,6 +288,17 @@ mod tests {
             "ws://a/ws",
         ]);
         assert_eq!(args.publisher_urls(), ["ws://a/ws"]);
+    }
+
+    #[test]
+    fn a_jwt_secret_shorter_than_the_server_accepts_is_refused() {
+        let args = BenchArgs::parse_from(["chat-bench", "--jwt-secret", "short"]);
+        assert!(matches!(args.validate(), Err(BenchError::InvalidArgs(_))));
+        let args = BenchArgs::parse_from(["chat-bench", "--jwt-secret", &"s".repeat(32)]);
+        assert!(args.validate().is_ok());
+        assert_eq!(args.jwt_ttl, 3600);
+        // Issuer and audience mean nothing without a secret.
+        assert!(BenchArgs::try_parse_from(["chat-bench", "--jwt-issuer", "x"]).is_err());
     }
 
     #[test]

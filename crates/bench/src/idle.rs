@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use crate::procstat::{self, ProcSample};
 use crate::rooms;
 use crate::stomp_ws::{ConnectOptions, StompConnection};
+use crate::token::{self, TokenMinter};
 use crate::{BenchArgs, BenchError};
 
 /// Time for the server's allocator to settle after the last connection before RSS is read.
@@ -38,9 +39,12 @@ pub struct IdleReport {
     pub first_connect_error: Option<String>,
     /// Connections the server closed while they were held.
     pub dropped_while_held: u64,
-    /// Seconds to open them all.
+    /// Every connection sent a JWT (`--jwt-secret`): the server verified one per CONNECT.
+    pub jwt: bool,
+    /// Seconds to open them all (the ramp: TCP, WebSocket, CONNECT, SUBSCRIBE with its
+    /// receipt, --connect-concurrency at a time).
     pub connect_secs: f64,
-    /// Connections opened per second.
+    /// Connections established per second over `connect_secs` (failures not counted).
     pub connects_per_sec: f64,
     /// Watched server processes.
     pub server_pids: Vec<u32>,
@@ -66,11 +70,13 @@ pub struct IdleReport {
 /// Invalid arguments or rooms that cannot be created. Failed connections are counted.
 pub async fn run_idle(args: &BenchArgs) -> Result<IdleReport, BenchError> {
     args.validate()?;
-    let destinations = idle_destinations(args).await?;
+    let minter = TokenMinter::from_args(args);
+    let destinations = idle_destinations(args, minter.as_ref()).await?;
     let mut report = IdleReport {
         label: args.label.clone(),
         mode: "idle",
         attempted: args.connections as u64,
+        jwt: minter.is_some(),
         server_pids: args.watch_pids.clone(),
         nofile_limit: rlimit::getrlimit(rlimit::Resource::NOFILE)
             .ok()
@@ -94,6 +100,11 @@ pub async fn run_idle(args: &BenchArgs) -> Result<IdleReport, BenchError> {
             login: args.login.clone(),
             passcode: args.passcode.clone(),
             vhost: args.vhost.clone(),
+            token: token::mint_optional(
+                minter.as_ref(),
+                token::listener_user(i),
+                &format!("bench-idle-{i}"),
+            )?,
             source_ip: source_ip(args.source_ips, i),
             websocket: ConnectOptions::reader_config(),
             timeout: args.connect_timeout_duration(),
@@ -158,7 +169,10 @@ pub fn source_ip(count: u8, connection: usize) -> Option<IpAddr> {
     Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + offset.min(253))))
 }
 
-async fn idle_destinations(args: &BenchArgs) -> Result<Vec<String>, BenchError> {
+async fn idle_destinations(
+    args: &BenchArgs,
+    minter: Option<&TokenMinter>,
+) -> Result<Vec<String>, BenchError> {
     if args.raw_topic {
         let prefix = args
             .topic_prefix
@@ -171,9 +185,12 @@ async fn idle_destinations(args: &BenchArgs) -> Result<Vec<String>, BenchError> 
         .topic_prefix
         .clone()
         .unwrap_or_else(|| "/topic/chatroom/".to_owned());
+    // Any user may create a room; use the id a first publisher would have.
+    let token = token::mint_optional(minter, token::publisher_user(0), "bench-0")?;
     let mut destinations = Vec::with_capacity(args.rooms);
     for i in 0..args.rooms {
-        let id = rooms::create_room(&authority, &format!("bench-idle-{i}")).await?;
+        let id =
+            rooms::create_room(&authority, &format!("bench-idle-{i}"), token.as_deref()).await?;
         destinations.push(format!("{prefix}{id}"));
     }
     Ok(destinations)

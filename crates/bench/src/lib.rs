@@ -8,7 +8,8 @@
 //! reordered messages on its own.
 //!
 //! Entry points: [`run_load`] (paced publishers + subscribers) and [`run_idle`] (hold as many
-//! idle connections as possible). Both take the parsed [`BenchArgs`] and return a report that
+//! idle connections as possible). With `--jwt-secret` every connection carries its own JWT
+//! (see [`token`]). Both take the parsed [`BenchArgs`] and return a report that
 //! serialises to one JSON line.
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod procstat;
 pub mod report;
 pub mod rooms;
 pub mod stomp_ws;
+pub mod token;
 pub mod tracker;
 
 pub use config::BenchArgs;

@@ -24,6 +24,7 @@ use crate::procstat::{self, ProcSample};
 use crate::report::LoadReport;
 use crate::rooms;
 use crate::stomp_ws::{ConnectOptions, StompConnection};
+use crate::token::{self, TokenMinter};
 use crate::tracker::{DeliveryTotals, DeliveryTracker};
 use crate::{BenchArgs, BenchError};
 
@@ -82,11 +83,13 @@ struct Rooms {
 /// to connect. Individual connection failures are counted in the report instead.
 pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     args.validate()?;
-    let rooms = prepare_rooms(args).await?;
+    let minter = TokenMinter::from_args(args);
+    let rooms = prepare_rooms(args, minter.as_ref()).await?;
     let options = |websocket| ConnectOptions {
         login: args.login.clone(),
         passcode: args.passcode.clone(),
         vhost: args.vhost.clone(),
+        token: None,
         source_ip: None,
         websocket,
         timeout: args.connect_timeout_duration(),
@@ -112,15 +115,23 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
         duration_s: args.duration,
         warmup_s: args.warmup,
         server_pids: args.watch_pids.clone(),
+        jwt: minter.is_some(),
         ..LoadReport::default()
     };
 
     // Subscribers first, each live (receipted) before anything is sent.
+    let connect_started = StdInstant::now();
     let subscribers = connect_all(args, args.subscribers, |i| {
         let url = args.urls[i % args.urls.len()].clone();
         let destination = rooms.destinations[i % args.rooms].clone();
-        let options = reader_options.clone();
+        let mut options = reader_options.clone();
+        let token = token::mint_optional(
+            minter.as_ref(),
+            token::listener_user(i),
+            &format!("bench-sub-{i}"),
+        );
         async move {
+            options.token = token?;
             let mut connection = StompConnection::open(&url, &options).await?;
             connection.subscribe(&format!("s{i}"), &destination).await?;
             Ok(connection)
@@ -131,8 +142,15 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     let raw = args.raw_topic;
     let publishers = connect_all(args, args.publishers, |j| {
         let url = publisher_urls[j % publisher_urls.len()].clone();
-        let options = writer_options.clone();
+        let mut options = writer_options.clone();
+        // The token's user must be the senderId this publisher writes (SENDER_MISMATCH).
+        let token = token::mint_optional(
+            minter.as_ref(),
+            token::publisher_user(u32::try_from(j).unwrap_or(u32::MAX)),
+            &format!("bench-{j}"),
+        );
         async move {
+            options.token = token?;
             let mut connection = StompConnection::open(&url, &options).await?;
             if !raw {
                 // chat-service reports rejected SENDs there; without it they are silent.
@@ -144,6 +162,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
         }
     })
     .await;
+    report.connect_secs = connect_started.elapsed().as_secs_f64();
     for (_, result) in subscribers.iter().chain(publishers.iter()) {
         if let Err(error) = result {
             report.connect_failures += 1;
@@ -154,6 +173,8 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     }
     let live_subscribers = subscribers.iter().filter(|(_, r)| r.is_ok()).count();
     let live_publishers = publishers.iter().filter(|(_, r)| r.is_ok()).count();
+    report.connects_per_sec =
+        (live_subscribers + live_publishers) as f64 / report.connect_secs.max(1e-9);
     if live_subscribers == 0 || live_publishers == 0 {
         return Err(BenchError::NoConnections(format!(
             "{live_subscribers} subscribers and {live_publishers} publishers connected; first error: {}",
@@ -355,7 +376,10 @@ pub fn scheduled_count(secs: f64, rate: f64, phase: f64) -> u64 {
     }
 }
 
-async fn prepare_rooms(args: &BenchArgs) -> Result<Rooms, BenchError> {
+async fn prepare_rooms(
+    args: &BenchArgs,
+    minter: Option<&TokenMinter>,
+) -> Result<Rooms, BenchError> {
     if args.raw_topic {
         let prefix = args.topic_prefix.clone().unwrap_or_else(|| {
             // A fresh topic per run: an earlier run's leftovers cannot leak into this one.
@@ -374,9 +398,11 @@ async fn prepare_rooms(args: &BenchArgs) -> Result<Rooms, BenchError> {
         .topic_prefix
         .clone()
         .unwrap_or_else(|| "/topic/chatroom/".to_owned());
+    // Any user may create a room; the first publisher does.
+    let token = token::mint_optional(minter, token::publisher_user(0), "bench-0")?;
     let mut ids = Vec::with_capacity(args.rooms);
     for i in 0..args.rooms {
-        ids.push(rooms::create_room(&authority, &format!("bench-{i}")).await?);
+        ids.push(rooms::create_room(&authority, &format!("bench-{i}"), token.as_deref()).await?);
     }
     Ok(Rooms {
         destinations: ids.iter().map(|id| format!("{prefix}{id}")).collect(),
@@ -532,7 +558,7 @@ impl PublisherPlan {
             body.push_str(&format!(
                 r#"{{"chatRoomId":{},"senderId":{},"senderNickname":"bench-{}","messageType":"TEXT","content":""#,
                 self.room_id,
-                u64::from(self.index) + 1,
+                token::publisher_user(self.index),
                 self.index
             ));
             marker.write_padded(self.size, &mut body);
@@ -772,6 +798,9 @@ mod tests {
         assert_eq!(frame.header("destination"), Some(CHAT_SEND_DESTINATION));
         let json: serde_json::Value = serde_json::from_slice(&frame.body).unwrap();
         assert_eq!(json["chatRoomId"], 12);
+        // The sub of publisher 4's token in jwt mode.
+        assert_eq!(json["senderId"], token::publisher_user(4));
+        assert_eq!(json["senderId"], 5);
         assert_eq!(json["content"].as_str().unwrap().len(), 100);
         assert_eq!(
             Marker::find(&frame.body),

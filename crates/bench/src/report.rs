@@ -33,6 +33,8 @@ pub struct LoadReport {
     pub duration_s: f64,
     /// Warm-up seconds.
     pub warmup_s: f64,
+    /// Every connection sent a JWT (`--jwt-secret`): the server verified one per CONNECT.
+    pub jwt: bool,
 
     /// Messages the schedule called for (warm-up included).
     pub scheduled: u64,
@@ -51,6 +53,11 @@ pub struct LoadReport {
     pub connect_failures: u64,
     /// The first connection error, for the operator.
     pub first_connect_error: Option<String>,
+    /// Seconds to open every subscriber and publisher connection (TCP, WebSocket, CONNECT,
+    /// SUBSCRIBE with its receipt; --connect-concurrency at a time), before sending starts.
+    pub connect_secs: f64,
+    /// Connections established per second over `connect_secs` (failures not counted).
+    pub connects_per_sec: f64,
 
     /// Messages actually sent per second during the measured window.
     pub sent_per_sec: f64,
@@ -106,6 +113,15 @@ impl fmt::Display for LoadReport {
             self.rooms,
             self.size,
             self.duration_s,
+        )?;
+        writeln!(
+            f,
+            "connected  {} connections in {:.2} s ({:.0}/s, {})",
+            (self.subscribers + self.publishers)
+                .saturating_sub(usize::try_from(self.connect_failures).unwrap_or(usize::MAX)),
+            self.connect_secs,
+            self.connects_per_sec,
+            if self.jwt { "a JWT each" } else { "no JWT" },
         )?;
         writeln!(
             f,
@@ -196,5 +212,26 @@ mod tests {
         assert_eq!(json["lost"], 3);
         assert_eq!(json["expected"], 10);
         assert!(json.get("deliveries").is_none());
+    }
+
+    #[test]
+    fn the_json_line_and_the_summary_carry_the_connect_rate() {
+        let report = LoadReport {
+            subscribers: 90,
+            publishers: 10,
+            connect_secs: 0.5,
+            connects_per_sec: 200.0,
+            jwt: true,
+            ..LoadReport::default()
+        };
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["connect_secs"], 0.5);
+        assert_eq!(json["connects_per_sec"], 200.0);
+        assert_eq!(json["jwt"], true);
+        let summary = report.to_string();
+        assert!(
+            summary.contains("connected  100 connections in 0.50 s (200/s, a JWT each)"),
+            "{summary}"
+        );
     }
 }

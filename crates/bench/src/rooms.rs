@@ -30,22 +30,22 @@ pub fn authority_of(ws_url: &str) -> Result<String, BenchError> {
     })
 }
 
-/// Creates one room and returns its id.
+/// Creates one room and returns its id; `token` (a JWT) goes in `Authorization: Bearer`
+/// for a server in jwt mode.
 ///
 /// # Errors
 /// [`BenchError::CreateRoom`] with the status line or the I/O error.
-pub async fn create_room(authority: &str, name: &str) -> Result<i64, BenchError> {
+pub async fn create_room(
+    authority: &str,
+    name: &str,
+    token: Option<&str>,
+) -> Result<i64, BenchError> {
     let url = format!("http://{authority}/api/chatrooms");
     let fail = |reason: String| BenchError::CreateRoom {
         url: url.clone(),
         reason,
     };
-    let body = serde_json::json!({ "name": name }).to_string();
-    let request = format!(
-        "POST /api/chatrooms HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let request = create_request(authority, name, token);
     let mut stream = TcpStream::connect(authority)
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -59,6 +59,19 @@ pub async fn create_room(authority: &str, name: &str) -> Result<i64, BenchError>
         .await
         .map_err(|e| fail(e.to_string()))?;
     parse_created_room(&response).map_err(fail)
+}
+
+/// The `POST /api/chatrooms` request for a room called `name`.
+fn create_request(authority: &str, name: &str, token: Option<&str>) -> String {
+    let body = serde_json::json!({ "name": name }).to_string();
+    let authorization = token.map_or_else(String::new, |token| {
+        format!("authorization: Bearer {token}\r\n")
+    });
+    format!(
+        "POST /api/chatrooms HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n\
+         {authorization}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// The `id` of a `201` response. The body is the room JSON; with `connection: close` it is
@@ -100,6 +113,26 @@ mod tests {
         assert_eq!(parse_created_room(plain), Ok(7));
         let chunked = b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n14\r\n{\"id\":9,\"name\":\"a\"}\r\n0\r\n\r\n";
         assert_eq!(parse_created_room(chunked), Ok(9));
+    }
+
+    #[test]
+    fn a_token_goes_in_a_bearer_authorization_header_of_the_request() {
+        let request = create_request("127.0.0.1:8080", "bench-0", Some("aaa.bbb.ccc"));
+        let (head, body) = request.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("POST /api/chatrooms HTTP/1.1"));
+        assert!(
+            lines.any(|line| line == "authorization: Bearer aaa.bbb.ccc"),
+            "{request}"
+        );
+        assert_eq!(body, r#"{"name":"bench-0"}"#);
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
+
+        let open = create_request("127.0.0.1:8080", "bench-0", None);
+        assert!(
+            !open.to_ascii_lowercase().contains("authorization"),
+            "{open}"
+        );
     }
 
     #[test]

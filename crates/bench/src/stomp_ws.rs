@@ -29,6 +29,9 @@ pub struct ConnectOptions {
     pub passcode: Option<String>,
     /// STOMP `host` (virtual host).
     pub vhost: String,
+    /// A JWT for servers in jwt mode, sent as the CONNECT header `Authorization: Bearer
+    /// <token>`. Per connection: the shared options are cloned and this set for each one.
+    pub token: Option<String>,
     /// Bind to this local address before connecting (spreads ephemeral ports over several
     /// loopback addresses in idle mode).
     pub source_ip: Option<IpAddr>,
@@ -154,17 +157,7 @@ impl StompConnection {
     }
 
     async fn connect(&mut self, options: &ConnectOptions) -> Result<(), BenchError> {
-        let mut frame = Frame::new(Command::Connect)
-            .with_header("accept-version", "1.2,1.1")
-            .with_header("host", options.vhost.as_str())
-            .with_header("heart-beat", "0,0");
-        if let Some(login) = &options.login {
-            frame = frame.with_header("login", login.as_str());
-        }
-        if let Some(passcode) = &options.passcode {
-            frame = frame.with_header("passcode", passcode.as_str());
-        }
-        self.send_frame(&frame).await?;
+        self.send_frame(&connect_frame(options)).await?;
         let reply = self.next_frame().await?;
         match reply.command {
             Command::Connected => Ok(()),
@@ -257,6 +250,26 @@ impl StompConnection {
     }
 }
 
+/// The CONNECT frame `options` describe: STOMP 1.2, heart-beats off, and the credentials
+/// given (login/passcode, a JWT as `Authorization: Bearer`).
+#[must_use]
+pub fn connect_frame(options: &ConnectOptions) -> Frame {
+    let mut frame = Frame::new(Command::Connect)
+        .with_header("accept-version", "1.2,1.1")
+        .with_header("host", options.vhost.as_str())
+        .with_header("heart-beat", "0,0");
+    if let Some(login) = &options.login {
+        frame = frame.with_header("login", login.as_str());
+    }
+    if let Some(passcode) = &options.passcode {
+        frame = frame.with_header("passcode", passcode.as_str());
+    }
+    if let Some(token) = &options.token {
+        frame = frame.with_header("Authorization", format!("Bearer {token}"));
+    }
+    frame
+}
+
 async fn resolve(host: &str, port: u16, source: Option<IpAddr>) -> Result<SocketAddr, BenchError> {
     let lookup_error = |source| BenchError::Connect {
         target: format!("{host}:{port}"),
@@ -274,4 +287,57 @@ async fn resolve(host: &str, port: u16, source: Option<IpAddr>) -> Result<Socket
                 "no address of a usable family",
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_stomp::Item;
+
+    use super::*;
+
+    fn options(token: Option<&str>) -> ConnectOptions {
+        ConnectOptions {
+            login: None,
+            passcode: None,
+            vhost: "/".into(),
+            token: token.map(str::to_owned),
+            source_ip: None,
+            websocket: ConnectOptions::reader_config(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The frame as the server reads it: encoded, then decoded again.
+    fn on_the_wire(frame: &Frame) -> Frame {
+        let mut bytes = Vec::new();
+        encode(frame, &mut bytes);
+        let mut decoder = decoder();
+        decoder.feed(&bytes);
+        let Ok(Some(Item::Frame(frame))) = decoder.next_item() else {
+            panic!("not a frame: {:?}", String::from_utf8_lossy(&bytes));
+        };
+        frame
+    }
+
+    #[test]
+    fn a_token_is_sent_as_a_bearer_authorization_header_of_connect() {
+        let frame = on_the_wire(&connect_frame(&options(Some("aaa.bbb.ccc"))));
+        assert_eq!(frame.command, Command::Connect);
+        assert_eq!(frame.header("Authorization"), Some("Bearer aaa.bbb.ccc"));
+        assert_eq!(frame.header("accept-version"), Some("1.2,1.1"));
+        assert_eq!(frame.header("heart-beat"), Some("0,0"));
+        assert_eq!(frame.header("passcode"), None);
+    }
+
+    #[test]
+    fn without_a_token_connect_has_no_authorization_header() {
+        let mut options = options(None);
+        options.login = Some("guest".into());
+        options.passcode = Some("guest".into());
+        let frame = on_the_wire(&connect_frame(&options));
+        assert_eq!(frame.header("Authorization"), None);
+        assert_eq!(frame.header("login"), Some("guest"));
+        assert_eq!(frame.header("passcode"), Some("guest"));
+        assert_eq!(frame.header("host"), Some("/"));
+    }
 }
