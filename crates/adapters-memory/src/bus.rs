@@ -3,13 +3,20 @@
 //! subscriber after a reconnect, so the catch-up path is exercised in tests too.
 
 use async_trait::async_trait;
-use chat_domain::{BusError, BusEvent, BusEvents, ChatMessagePublish, MessageBus};
+use chat_domain::{BusError, BusEvent, BusEvents, ChatMessagePublish, ControlEvent, MessageBus};
 use tokio::sync::broadcast;
 
 /// The in-memory bus. Share one `Arc<InMemoryBus>` between instances in one process.
 #[derive(Debug)]
 pub struct InMemoryBus {
-    sender: broadcast::Sender<ChatMessagePublish>,
+    sender: broadcast::Sender<Published>,
+}
+
+/// What goes through the channel: messages and control events in one order.
+#[derive(Debug, Clone)]
+enum Published {
+    Message(ChatMessagePublish),
+    Control(ControlEvent),
 }
 
 impl InMemoryBus {
@@ -38,7 +45,12 @@ impl Default for InMemoryBus {
 impl MessageBus for InMemoryBus {
     async fn publish(&self, message: &ChatMessagePublish) -> Result<(), BusError> {
         // An error only means nobody is subscribed right now, which is not a failure.
-        let _ = self.sender.send(message.clone());
+        let _ = self.sender.send(Published::Message(message.clone()));
+        Ok(())
+    }
+
+    async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
+        let _ = self.sender.send(Published::Control(*event));
         Ok(())
     }
 
@@ -46,7 +58,8 @@ impl MessageBus for InMemoryBus {
         let receiver = self.sender.subscribe();
         let events = futures_util::stream::unfold(receiver, |mut receiver| async move {
             let event = match receiver.recv().await {
-                Ok(message) => BusEvent::Message(message),
+                Ok(Published::Message(message)) => BusEvent::Message(message),
+                Ok(Published::Control(event)) => BusEvent::Control(event),
                 Err(broadcast::error::RecvError::Lagged(_)) => BusEvent::MayHaveMissedMessages,
                 Err(broadcast::error::RecvError::Closed) => return None,
             };

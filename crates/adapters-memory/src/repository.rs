@@ -1,13 +1,13 @@
 //! A `MessageRepository` in a mutex-guarded map. Every append takes the lock, so `seq` is
 //! assigned without holes even under concurrent senders.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chat_domain::{
-    ChatMessage, HistoryQuery, MessageId, MessageRepository, NewChatMessage, RepositoryError, Room,
-    RoomId, RoomName, SenderId, Seq,
+    ChatMessage, HistoryQuery, MessageId, MessageRepository, NewChatMessage, NewRoom,
+    RepositoryError, Room, RoomId, RoomListQuery, RoomMembers, SenderId, Seq, Visibility,
 };
 use chrono::Utc;
 
@@ -18,6 +18,16 @@ struct State {
     last_message_id: i64,
     /// (room, sender, idempotency key) → the seq stored under it.
     idempotency: HashMap<(RoomId, SenderId, String), Seq>,
+    /// (room, user) of every membership.
+    members: HashSet<(RoomId, SenderId)>,
+}
+
+impl State {
+    fn may_read(&self, room: &Room, user: SenderId) -> bool {
+        room.visibility == Visibility::Public
+            || room.owner == Some(user)
+            || self.members.contains(&(room.id, user))
+    }
 }
 
 #[derive(Debug)]
@@ -50,14 +60,16 @@ impl InMemoryRepository {
 
 #[async_trait]
 impl MessageRepository for InMemoryRepository {
-    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError> {
+    async fn create_room(&self, new: NewRoom) -> Result<Room, RepositoryError> {
         let mut state = self.state();
         state.last_room_id += 1;
         let room = Room {
             id: RoomId(state.last_room_id),
-            name: name.as_str().to_owned(),
+            name: new.name.as_str().to_owned(),
             created_at: Utc::now(),
             last_seq: Seq(0),
+            visibility: new.visibility,
+            owner: new.owner,
         };
         state.rooms.insert(
             room.id,
@@ -73,12 +85,20 @@ impl MessageRepository for InMemoryRepository {
         Ok(self.state().rooms.get(&id).map(|r| r.room.clone()))
     }
 
-    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError> {
-        Ok(self
-            .state()
+    async fn list_rooms(&self, query: RoomListQuery) -> Result<Vec<Room>, RepositoryError> {
+        let state = self.state();
+        let after = query.after.map_or(RoomId(i64::MIN), |id| id);
+        Ok(state
             .rooms
-            .values()
-            .map(|r| r.room.clone())
+            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .map(|(_, r)| &r.room)
+            .filter(|room| {
+                query
+                    .visible_to
+                    .is_none_or(|user| state.may_read(room, user))
+            })
+            .take(query.limit.get() as usize)
+            .cloned()
             .collect())
     }
 
@@ -167,5 +187,24 @@ impl MessageRepository for InMemoryRepository {
 
     async fn check_health(&self) -> Result<(), RepositoryError> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RoomMembers for InMemoryRepository {
+    async fn add_member(&self, room: RoomId, user: SenderId) -> Result<bool, RepositoryError> {
+        let mut state = self.state();
+        if !state.rooms.contains_key(&room) {
+            return Err(RepositoryError::UnknownRoom(room));
+        }
+        Ok(state.members.insert((room, user)))
+    }
+
+    async fn remove_member(&self, room: RoomId, user: SenderId) -> Result<bool, RepositoryError> {
+        Ok(self.state().members.remove(&(room, user)))
+    }
+
+    async fn is_member(&self, room: RoomId, user: SenderId) -> Result<bool, RepositoryError> {
+        Ok(self.state().members.contains(&(room, user)))
     }
 }

@@ -109,7 +109,11 @@ async fn main() {
 
 async fn run_mode(config: PostgresConfig, settings: &Settings) -> Run {
     let repository = Arc::new(PostgresRepository::connect(config).await.expect("connect"));
-    let service = ChatService::new(repository.clone(), Arc::new(InMemoryBus::new()));
+    let service = ChatService::new(
+        repository.clone(),
+        repository.clone(),
+        Arc::new(InMemoryBus::new()),
+    );
     let mut rooms = Vec::with_capacity(settings.rooms);
     for i in 0..settings.rooms {
         let room = service

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_domain::{
-    ChatMessage, HistoryQuery, MessageRepository, NewChatMessage, RepositoryError, Room, RoomId,
-    RoomName, Seq,
+    ChatMessage, HistoryQuery, MessageRepository, NewChatMessage, NewRoom, RepositoryError, Room,
+    RoomId, RoomListQuery, RoomMembers, SenderId, Seq,
 };
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool::Object;
@@ -215,11 +215,11 @@ impl Shared {
 
 #[async_trait]
 impl MessageRepository for PostgresRepository {
-    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError> {
+    async fn create_room(&self, room: NewRoom) -> Result<Room, RepositoryError> {
         self.shared
             .bounded(async {
                 let mut conn = self.shared.connection().await?;
-                store::create_room(&mut conn, &name).await
+                store::create_room(&mut conn, &room).await
             })
             .await
     }
@@ -233,11 +233,11 @@ impl MessageRepository for PostgresRepository {
             .await
     }
 
-    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError> {
+    async fn list_rooms(&self, query: RoomListQuery) -> Result<Vec<Room>, RepositoryError> {
         self.shared
             .bounded(async {
                 let mut conn = self.shared.connection().await?;
-                store::list_rooms(&mut conn).await
+                store::list_rooms(&mut conn, query).await
             })
             .await
     }
@@ -301,6 +301,36 @@ impl MessageRepository for PostgresRepository {
                 self.shared.health_timeout.as_millis()
             ))),
         }
+    }
+}
+
+#[async_trait]
+impl RoomMembers for PostgresRepository {
+    async fn add_member(&self, room: RoomId, user: SenderId) -> Result<bool, RepositoryError> {
+        self.shared
+            .bounded(async {
+                let mut conn = self.shared.connection().await?;
+                store::add_member(&mut conn, room, user).await
+            })
+            .await?
+    }
+
+    async fn remove_member(&self, room: RoomId, user: SenderId) -> Result<bool, RepositoryError> {
+        self.shared
+            .bounded(async {
+                let mut conn = self.shared.connection().await?;
+                store::remove_member(&mut conn, room, user).await
+            })
+            .await
+    }
+
+    async fn is_member(&self, room: RoomId, user: SenderId) -> Result<bool, RepositoryError> {
+        self.shared
+            .bounded(async {
+                let mut conn = self.shared.connection().await?;
+                store::is_member(&mut conn, room, user).await
+            })
+            .await
     }
 }
 

@@ -7,6 +7,16 @@ diesel::table! {
         name -> Text,
         created_at -> Timestamptz,
         last_seq -> BigInt,
+        visibility -> Text,
+        owner_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    chat_room_members (chat_room_id, user_id) {
+        chat_room_id -> BigInt,
+        user_id -> BigInt,
+        added_at -> Timestamptz,
     }
 }
 
@@ -25,4 +35,5 @@ diesel::table! {
 }
 
 diesel::joinable!(chat_messages -> chat_rooms (chat_room_id));
-diesel::allow_tables_to_appear_in_same_query!(chat_rooms, chat_messages);
+diesel::joinable!(chat_room_members -> chat_rooms (chat_room_id));
+diesel::allow_tables_to_appear_in_same_query!(chat_rooms, chat_messages, chat_room_members);

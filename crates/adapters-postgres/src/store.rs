@@ -5,18 +5,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chat_domain::{
-    ChatMessage, HistoryQuery, MessageId, MessageType, NewChatMessage, RepositoryError, Room,
-    RoomId, RoomName, SenderId, Seq,
+    ChatMessage, HistoryQuery, MessageId, MessageType, NewChatMessage, NewRoom, RepositoryError,
+    Room, RoomId, RoomListQuery, SenderId, Seq, Visibility,
 };
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
 use diesel::{
-    ExpressionMethods, OptionalExtension, QueryDsl, QueryableByName, Selectable, SelectableHelper,
+    BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, QueryableByName,
+    Selectable, SelectableHelper,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::error::StoreFailure;
-use crate::schema::{chat_messages, chat_rooms};
+use crate::schema::{chat_messages, chat_room_members, chat_rooms};
 
 #[derive(diesel::Queryable, Selectable)]
 #[diesel(table_name = chat_rooms, check_for_backend(diesel::pg::Pg))]
@@ -25,16 +26,29 @@ struct RoomRow {
     name: String,
     created_at: DateTime<Utc>,
     last_seq: i64,
+    visibility: String,
+    owner_id: Option<i64>,
 }
 
-impl From<RoomRow> for Room {
-    fn from(row: RoomRow) -> Self {
-        Room {
+impl TryFrom<RoomRow> for Room {
+    type Error = StoreFailure;
+
+    fn try_from(row: RoomRow) -> Result<Self, Self::Error> {
+        // The CHECK constraint keeps other values out; a hand-edited row fails loudly.
+        let visibility = Visibility::parse(&row.visibility).map_err(|_| {
+            StoreFailure::Corrupt(format!(
+                "room {} has the unknown visibility {:?}",
+                row.id, row.visibility
+            ))
+        })?;
+        Ok(Room {
             id: RoomId(row.id),
             name: row.name,
             created_at: row.created_at,
             last_seq: Seq(row.last_seq),
-        }
+            visibility,
+            owner: row.owner_id.map(SenderId),
+        })
     }
 }
 
@@ -78,14 +92,18 @@ impl TryFrom<MessageRow> for ChatMessage {
 
 pub(crate) async fn create_room(
     conn: &mut AsyncPgConnection,
-    name: &RoomName,
+    room: &NewRoom,
 ) -> Result<Room, StoreFailure> {
-    let row = diesel::insert_into(chat_rooms::table)
-        .values(chat_rooms::name.eq(name.as_str()))
+    let row: RoomRow = diesel::insert_into(chat_rooms::table)
+        .values((
+            chat_rooms::name.eq(room.name.as_str()),
+            chat_rooms::visibility.eq(room.visibility.as_str()),
+            chat_rooms::owner_id.eq(room.owner.map(SenderId::get)),
+        ))
         .returning(RoomRow::as_returning())
         .get_result(conn)
         .await?;
-    Ok(row.into())
+    row.try_into()
 }
 
 pub(crate) async fn find_room(
@@ -98,16 +116,91 @@ pub(crate) async fn find_room(
         .first(conn)
         .await
         .optional()?;
-    Ok(row.map(Room::from))
+    row.map(Room::try_from).transpose()
 }
 
-pub(crate) async fn list_rooms(conn: &mut AsyncPgConnection) -> Result<Vec<Room>, StoreFailure> {
-    let rows = chat_rooms::table
+/// One page of the room list by keyset on the id; with a viewer, the public rooms, the
+/// ones they own and the ones they are a member of (an `EXISTS` on the members' primary
+/// key per candidate room).
+pub(crate) async fn list_rooms(
+    conn: &mut AsyncPgConnection,
+    query: RoomListQuery,
+) -> Result<Vec<Room>, StoreFailure> {
+    let mut select = chat_rooms::table
         .order(chat_rooms::id.asc())
+        .limit(i64::from(query.limit.get()))
         .select(RoomRow::as_select())
-        .load(conn)
-        .await?;
-    Ok(rows.into_iter().map(Room::from).collect())
+        .into_boxed();
+    if let Some(after) = query.after {
+        select = select.filter(chat_rooms::id.gt(after.get()));
+    }
+    if let Some(user) = query.visible_to {
+        let membership = chat_room_members::table
+            .filter(chat_room_members::chat_room_id.eq(chat_rooms::id))
+            .filter(chat_room_members::user_id.eq(user.get()));
+        select = select.filter(
+            chat_rooms::visibility
+                .eq(Visibility::Public.as_str())
+                .or(chat_rooms::owner_id.eq(user.get()))
+                .or(diesel::dsl::exists(membership)),
+        );
+    }
+    let rows = select.load(conn).await?;
+    rows.into_iter().map(Room::try_from).collect()
+}
+
+/// `Ok(false)` when the membership already existed; `UnknownRoom` when the room does not.
+pub(crate) async fn add_member(
+    conn: &mut AsyncPgConnection,
+    room: RoomId,
+    user: SenderId,
+) -> Result<Result<bool, RepositoryError>, StoreFailure> {
+    let inserted = diesel::insert_into(chat_room_members::table)
+        .values((
+            chat_room_members::chat_room_id.eq(room.get()),
+            chat_room_members::user_id.eq(user.get()),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await;
+    match inserted {
+        Ok(rows) => Ok(Ok(rows == 1)),
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+            _,
+        )) => Ok(Err(RepositoryError::UnknownRoom(room))),
+        Err(other) => Err(other.into()),
+    }
+}
+
+pub(crate) async fn remove_member(
+    conn: &mut AsyncPgConnection,
+    room: RoomId,
+    user: SenderId,
+) -> Result<bool, StoreFailure> {
+    let deleted = diesel::delete(
+        chat_room_members::table
+            .filter(chat_room_members::chat_room_id.eq(room.get()))
+            .filter(chat_room_members::user_id.eq(user.get())),
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted == 1)
+}
+
+pub(crate) async fn is_member(
+    conn: &mut AsyncPgConnection,
+    room: RoomId,
+    user: SenderId,
+) -> Result<bool, StoreFailure> {
+    let found = diesel::select(diesel::dsl::exists(
+        chat_room_members::table
+            .filter(chat_room_members::chat_room_id.eq(room.get()))
+            .filter(chat_room_members::user_id.eq(user.get())),
+    ))
+    .get_result(conn)
+    .await?;
+    Ok(found)
 }
 
 /// One page by keyset on `(chat_room_id, seq)`: the unique index answers it in both

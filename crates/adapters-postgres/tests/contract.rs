@@ -4,3 +4,4 @@
 mod support;
 
 chat_domain::repository_contract_tests!(async { support::Fixture::new().await });
+chat_domain::membership_contract_tests!(async { support::Fixture::new().await });

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_domain::{BusCounters, BusError, BusEvent, BusEvents, ChatMessagePublish, MessageBus};
+use chat_domain::{
+    BusCounters, BusError, BusEvent, BusEvents, ChatMessagePublish, ControlEvent, MessageBus,
+};
 use fred::clients::{Client, SubscriberClient};
 use fred::prelude::{ClientLike, EventInterface, Options, PubsubInterface};
 use tokio::sync::broadcast;
@@ -108,7 +110,7 @@ impl RedisBus {
             config.channel.clone(),
             endpoint.clone(),
         ));
-        if let Err(e) = subscriber.subscribe(config.channel.as_str()).await {
+        if let Err(e) = subscriber.subscribe(state.channels()).await {
             quit_quietly(&publisher, &subscriber).await;
             return Err(startup(&format!("SUBSCRIBE {}", config.channel), &e));
         }
@@ -183,6 +185,15 @@ impl MessageBus for RedisBus {
         self.publisher
             .with_options(&self.fail_fast)
             .publish::<i64, _, _>(self.state.channel.as_str(), message.to_json())
+            .await
+            .map(drop)
+            .map_err(|e| unavailable("PUBLISH", &self.state.endpoint, &e))
+    }
+
+    async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
+        self.publisher
+            .with_options(&self.fail_fast)
+            .publish::<i64, _, _>(self.state.control_channel.as_str(), event.to_json())
             .await
             .map(drop)
             .map_err(|e| unavailable("PUBLISH", &self.state.endpoint, &e))

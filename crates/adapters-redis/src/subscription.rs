@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use chat_domain::{BusEvent, ChatMessagePublish};
+use chat_domain::{BusEvent, ChatMessagePublish, ControlEvent};
 use fred::clients::SubscriberClient;
 use fred::error::{Error as FredError, ErrorKind};
 use fred::prelude::{ClientLike, PubsubInterface, Server};
@@ -35,6 +35,9 @@ pub(crate) const PING_DEADLINE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct SubscriptionState {
     pub(crate) channel: String,
+    /// `{channel}:control`: control events between our instances, apart from the message
+    /// channel so Spring replicas sharing it never see them.
+    pub(crate) control_channel: String,
     pub(crate) endpoint: String,
     pub(crate) reconnects: AtomicU64,
     pub(crate) decode_failures: AtomicU64,
@@ -48,6 +51,7 @@ pub(crate) struct SubscriptionState {
 impl SubscriptionState {
     pub(crate) fn new(channel: String, endpoint: String) -> Self {
         Self {
+            control_channel: format!("{channel}:control"),
             channel,
             endpoint,
             reconnects: AtomicU64::new(0),
@@ -65,6 +69,11 @@ impl SubscriptionState {
     pub(crate) fn is_active(&self) -> bool {
         *self.active.borrow()
     }
+
+    /// Both channels, for SUBSCRIBE.
+    pub(crate) fn channels(&self) -> Vec<String> {
+        vec![self.channel.clone(), self.control_channel.clone()]
+    }
 }
 
 /// Moves messages off fred's broadcast channel as fast as they come (a full channel means
@@ -77,11 +86,16 @@ pub(crate) async fn relay_messages(
     loop {
         match received.recv().await {
             Ok(message) => {
-                if *message.channel != *state.channel {
+                let control = *message.channel == *state.control_channel;
+                if !control && *message.channel != *state.channel {
                     continue;
                 }
                 let decoded = match message.value.as_bytes() {
+                    Some(payload) if control => ControlEvent::from_bus_payload(payload)
+                        .map(BusEvent::Control)
+                        .map_err(|e| (e.to_string(), sample(payload))),
                     Some(payload) => ChatMessagePublish::from_bus_payload(payload)
+                        .map(BusEvent::Message)
                         .map_err(|e| (e.to_string(), sample(payload))),
                     None => Err((
                         "payload is not a string".to_owned(),
@@ -90,7 +104,7 @@ pub(crate) async fn relay_messages(
                 };
                 match decoded {
                     // No local subscription right now is not an error.
-                    Ok(message) => drop(events.send(BusEvent::Message(message))),
+                    Ok(event) => drop(events.send(event)),
                     Err((reason, sample)) => {
                         let count = state.decode_failures.fetch_add(1, Ordering::Relaxed) + 1;
                         if count <= 10 || count.is_multiple_of(DECODE_LOG_EVERY) {
@@ -261,7 +275,7 @@ async fn resubscribe(
     events: &broadcast::Sender<BusEvent>,
     state: &SubscriptionState,
 ) {
-    match subscriber.subscribe(state.channel.as_str()).await {
+    match subscriber.subscribe(state.channels()).await {
         Ok(()) => {
             state.active.send_replace(true);
             state.outage_logged.store(false, Ordering::Release);

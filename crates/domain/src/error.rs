@@ -26,6 +26,8 @@ pub enum ValidationError {
     NegativeSeq,
     #[error("`{0}` contains a NUL character (U+0000), which cannot be stored")]
     NulCharacter(&'static str),
+    #[error("visibility must be \"public\" or \"private\", got {0:?}")]
+    InvalidVisibility(String),
     #[error("the idempotency key must be 1 to {max} visible ASCII characters (a UUID fits)")]
     InvalidIdempotencyKey { max: usize },
 }
@@ -44,6 +46,7 @@ impl ValidationError {
             Self::InvalidLimit { .. } | Self::NegativeSeq => "INVALID_PAGINATION",
             Self::InvalidIdempotencyKey { .. } => "INVALID_IDEMPOTENCY_KEY",
             Self::NulCharacter(_) => "INVALID_CHARACTER",
+            Self::InvalidVisibility(_) => "INVALID_VISIBILITY",
         }
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! Other Rust services embed this crate, so it carries no runtime, no I/O and no framework
 //! types: adapters (memory, PostgreSQL, Redis) implement [`MessageRepository`] and
-//! [`MessageBus`]; the server wires them to STOMP and REST.
+//! [`MessageBus`] (and [`RoomMembers`] for private rooms); the server wires them to STOMP and REST.
 #![forbid(unsafe_code)]
 
+mod access;
+mod control;
 mod delivery;
 mod error;
 mod identity;
@@ -19,6 +21,8 @@ mod service;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use access::{AccessCache, Decision, Operation, decide};
+pub use control::ControlEvent;
 pub use delivery::{
     Action, ConnectionId, DeliveryEngine, DisconnectReason, EngineConfig, EngineStats, Fetch,
     FetchId, Fetched, SubscriptionKey,
@@ -32,10 +36,13 @@ pub use message::{
 };
 pub use ports::{
     BusCounters, BusError, BusEvent, BusEvents, MessageBus, MessageRepository, RepositoryError,
+    RoomMembers,
 };
 #[cfg(any(test, feature = "mocks"))]
-pub use ports::{MockMessageBus, MockMessageRepository};
+pub use ports::{MockMessageBus, MockMessageRepository, MockRoomMembers};
 pub use publish::{BusPayloadError, ChatMessagePublish};
-pub use room::{HistoryLimit, HistoryQuery, Room, RoomName};
+pub use room::{
+    HistoryLimit, HistoryQuery, NewRoom, Room, RoomListLimit, RoomListQuery, RoomName, Visibility,
+};
 pub use sequencer::{RoomSequencer, SequenceDecision};
 pub use service::{ChatService, SentMessage};

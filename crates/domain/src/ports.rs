@@ -11,7 +11,8 @@ use futures_core::Stream;
 use thiserror::Error;
 
 use crate::{
-    ChatMessage, ChatMessagePublish, HistoryQuery, NewChatMessage, Room, RoomId, RoomName, Seq,
+    ChatMessage, ChatMessagePublish, ControlEvent, HistoryQuery, NewChatMessage, NewRoom, Room,
+    RoomId, RoomListQuery, SenderId, Seq,
 };
 
 /// What a [`MessageRepository`] can fail with. Adapters map driver errors into these at
@@ -39,7 +40,7 @@ pub trait MessageRepository: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`RepositoryError::Unavailable`] when the store cannot be reached.
-    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError>;
+    async fn create_room(&self, room: NewRoom) -> Result<Room, RepositoryError>;
 
     /// Looks a room up; `Ok(None)` when it does not exist.
     ///
@@ -47,11 +48,13 @@ pub trait MessageRepository: Send + Sync + 'static {
     /// [`RepositoryError::Unavailable`] when the store cannot be reached.
     async fn find_room(&self, id: RoomId) -> Result<Option<Room>, RepositoryError>;
 
-    /// All rooms, by ascending id.
+    /// One page of rooms by ascending id (see [`RoomListQuery`]): with `visible_to`, only
+    /// the public rooms, the rooms that user owns and the rooms [`RoomMembers`] lists them
+    /// in.
     ///
     /// # Errors
     /// [`RepositoryError::Unavailable`] when the store cannot be reached.
-    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError>;
+    async fn list_rooms(&self, query: RoomListQuery) -> Result<Vec<Room>, RepositoryError>;
 
     /// Durably stores a message and returns it with its id, its `seq` (the room's previous
     /// `last_seq` + 1, never a hole, never a duplicate, also across processes) and its
@@ -93,6 +96,30 @@ pub trait MessageRepository: Send + Sync + 'static {
     async fn check_health(&self) -> Result<(), RepositoryError>;
 }
 
+/// The members of private rooms. A store implements it beside [`MessageRepository`] (the
+/// room list filters by it); who may change it is decided by [`crate::decide`].
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RoomMembers: Send + Sync + 'static {
+    /// Makes `user` a member of `room`; `Ok(false)` when they already were.
+    ///
+    /// # Errors
+    /// [`RepositoryError::UnknownRoom`], [`RepositoryError::Unavailable`].
+    async fn add_member(&self, room: RoomId, user: SenderId) -> Result<bool, RepositoryError>;
+
+    /// Ends `user`'s membership of `room`; `Ok(false)` when they were not a member.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`].
+    async fn remove_member(&self, room: RoomId, user: SenderId) -> Result<bool, RepositoryError>;
+
+    /// Whether `user` is a member of `room` (an unknown room has no members).
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`].
+    async fn is_member(&self, room: RoomId, user: SenderId) -> Result<bool, RepositoryError>;
+}
+
 /// What a [`MessageBus`] can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum BusError {
@@ -106,8 +133,11 @@ pub enum BusError {
 pub enum BusEvent {
     /// A message published by any instance, this one included.
     Message(ChatMessagePublish),
-    /// The subscription was interrupted (reconnect, lag, overflow): messages may have been
-    /// missed. The receiver must backfill from the repository before trusting new ones.
+    /// A control event published by any instance, this one included.
+    Control(ControlEvent),
+    /// The subscription was interrupted (reconnect, lag, overflow): messages and control
+    /// events may have been missed. The receiver must backfill from the repository before
+    /// trusting new ones, and check again what control events would have changed.
     MayHaveMissedMessages,
 }
 
@@ -133,6 +163,13 @@ pub trait MessageBus: Send + Sync + 'static {
     /// [`BusError::Unavailable`] when it could not be handed to the bus. Delivery is not
     /// guaranteed even on `Ok`: receivers detect gaps by `seq` and backfill.
     async fn publish(&self, message: &ChatMessagePublish) -> Result<(), BusError>;
+
+    /// Publishes a control event to every instance's subscription, this one included.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when it could not be handed to the bus. Like messages,
+    /// control events can be lost: receivers act again on [`BusEvent::MayHaveMissedMessages`].
+    async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError>;
 
     /// Opens a subscription that receives everything published from now on.
     ///

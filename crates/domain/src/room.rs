@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{RoomId, Seq, ValidationError};
+use crate::{RoomId, SenderId, Seq, ValidationError};
 
 /// A room name: 1 to 100 characters once trimmed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,6 +34,40 @@ impl RoomName {
     }
 }
 
+/// Who may read and write a room. It never changes once the room exists, so an instance
+/// may remember it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Visibility {
+    /// Every caller reads and writes (the seed's rooms).
+    #[default]
+    Public,
+    /// Only the owner, the members and admins.
+    Private,
+}
+
+impl Visibility {
+    /// The wire and storage name: `public` or `private`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+        }
+    }
+
+    /// # Errors
+    /// [`ValidationError::InvalidVisibility`] for anything but `public` or `private`.
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        match raw {
+            "public" => Ok(Self::Public),
+            "private" => Ok(Self::Private),
+            _ => Err(ValidationError::InvalidVisibility(
+                raw.chars().take(40).collect(),
+            )),
+        }
+    }
+}
+
 /// A stored room. `last_seq` is the seq of its newest message (0 when it has none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Room {
@@ -41,6 +75,81 @@ pub struct Room {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub last_seq: Seq,
+    pub visibility: Visibility,
+    /// The user who created it; `None` for rooms created without a signed-in user (open
+    /// mode, trusted code, rooms from before visibility existed).
+    pub owner: Option<SenderId>,
+}
+
+/// A room to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRoom {
+    pub name: RoomName,
+    pub visibility: Visibility,
+    pub owner: Option<SenderId>,
+}
+
+impl NewRoom {
+    /// A public room without an owner.
+    #[must_use]
+    pub fn public(name: RoomName) -> Self {
+        Self {
+            name,
+            visibility: Visibility::Public,
+            owner: None,
+        }
+    }
+}
+
+/// How many rooms one list page may hold: 1 to 200, 50 when not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomListLimit(u32);
+
+impl RoomListLimit {
+    pub const MAX: u32 = 200;
+    pub const DEFAULT: RoomListLimit = RoomListLimit(50);
+    /// The largest page.
+    pub const MAX_PAGE: RoomListLimit = RoomListLimit(Self::MAX);
+
+    /// # Errors
+    /// [`ValidationError::InvalidLimit`] outside 1..=200.
+    pub fn parse(raw: i64) -> Result<Self, ValidationError> {
+        match u32::try_from(raw) {
+            Ok(n) if (1..=Self::MAX).contains(&n) => Ok(Self(n)),
+            _ => Err(ValidationError::InvalidLimit {
+                max: Self::MAX,
+                actual: raw,
+            }),
+        }
+    }
+
+    #[must_use]
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// One page of the room list, by keyset on the room id (ascending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomListQuery {
+    /// Only rooms with a larger id.
+    pub after: Option<RoomId>,
+    pub limit: RoomListLimit,
+    /// `Some(user)`: only the rooms that user may read (public ones, the ones they own and
+    /// the ones they are a member of). `None`: every room.
+    pub visible_to: Option<SenderId>,
+}
+
+impl RoomListQuery {
+    /// The first page of every room.
+    #[must_use]
+    pub fn all(limit: RoomListLimit) -> Self {
+        Self {
+            after: None,
+            limit,
+            visible_to: None,
+        }
+    }
 }
 
 /// How many messages one history page may hold: 1 to 200, 50 when not given.

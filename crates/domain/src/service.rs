@@ -1,11 +1,16 @@
-//! The use cases: send a message (validate → store → publish), create and list rooms, read
-//! history. Both the STOMP gateway and the REST API go through here, so they behave alike.
+//! The use cases: send a message (validate → authorize → store → publish), create and list
+//! rooms, read history, manage members. Both the STOMP gateway and the REST API go through
+//! here, so they behave alike; the `*_as` methods act for a [`Caller`] and check access
+//! with [`decide`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::{
-    BusError, Caller, ChatError, ChatMessage, ChatMessagePublish, ChatMessageRequest, HistoryQuery,
-    IdempotencyKey, MessageBus, MessageRepository, NewChatMessage, Room, RoomId, RoomName,
+    AccessCache, BusError, Caller, ChatError, ChatMessage, ChatMessagePublish, ChatMessageRequest,
+    ControlEvent, Decision, HistoryQuery, IdempotencyKey, MessageBus, MessageRepository,
+    NewChatMessage, NewRoom, Operation, Room, RoomId, RoomListQuery, RoomMembers, RoomName,
+    SenderId, Visibility, decide,
 };
 
 /// The result of a successful send: the message is stored (and will never be lost).
@@ -17,11 +22,13 @@ pub struct SentMessage {
     pub publish_error: Option<BusError>,
 }
 
-/// The application service, over any repository and bus.
+/// The application service, over any repository, membership store and bus.
 #[derive(Clone)]
 pub struct ChatService {
     repository: Arc<dyn MessageRepository>,
+    members: Arc<dyn RoomMembers>,
     bus: Arc<dyn MessageBus>,
+    access: Arc<AccessCache>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -31,9 +38,19 @@ impl std::fmt::Debug for ChatService {
 }
 
 impl ChatService {
+    /// `members` is usually the same store as `repository` (both adapters implement both).
     #[must_use]
-    pub fn new(repository: Arc<dyn MessageRepository>, bus: Arc<dyn MessageBus>) -> Self {
-        Self { repository, bus }
+    pub fn new(
+        repository: Arc<dyn MessageRepository>,
+        members: Arc<dyn RoomMembers>,
+        bus: Arc<dyn MessageBus>,
+    ) -> Self {
+        Self {
+            repository,
+            members,
+            bus,
+            access: Arc::new(AccessCache::default()),
+        }
     }
 
     #[must_use]
@@ -89,20 +106,201 @@ impl ChatService {
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<SentMessage, ChatError> {
         let request = caller.attribute(request)?;
+        if let (Caller::User(_), Some(room)) = (caller, request.chat_room_id) {
+            self.authorize(caller, room, Operation::Write).await?;
+        }
         self.send(request, idempotency_key).await
     }
 
+    /// The room, if `caller` may do `operation` with it. The room's visibility and owner
+    /// and the caller's membership come from the cache when it has them, from the store
+    /// otherwise.
+    ///
+    /// # Errors
+    /// [`ChatError::Forbidden`], [`ChatError::UnknownRoom`], [`ChatError::StoreUnavailable`].
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        operation: Operation,
+    ) -> Result<Room, ChatError> {
+        let room = match self.access.room(room) {
+            Some(known) => known,
+            None => {
+                let found = self.room(room).await?;
+                self.access.remember_room(&found);
+                found
+            }
+        };
+        let mut member = None;
+        loop {
+            match decide(caller, &room, operation, member) {
+                Decision::Allow => return Ok(room),
+                Decision::Deny(why) => return Err(ChatError::Forbidden(why.to_owned())),
+                Decision::NeedMembership => {
+                    let Caller::User(identity) = caller else {
+                        return Err(ChatError::Forbidden("sign in first".to_owned()));
+                    };
+                    let now = Instant::now();
+                    let granted = self.access.is_granted(room.id, identity.user, now)
+                        || self.members.is_member(room.id, identity.user).await?;
+                    if granted {
+                        self.access.grant(room.id, identity.user, now);
+                    }
+                    member = Some(granted);
+                }
+            }
+        }
+    }
+
+    /// A public room without an owner, for trusted code in the same process.
+    ///
     /// # Errors
     /// [`ChatError::Invalid`] for a bad name, [`ChatError::StoreUnavailable`].
     pub async fn create_room(&self, name: &str) -> Result<Room, ChatError> {
         let name = RoomName::parse(name)?;
-        Ok(self.repository.create_room(name).await?)
+        Ok(self.repository.create_room(NewRoom::public(name)).await?)
     }
 
+    /// A room created by `caller`, who owns it. Private rooms need a signed-in caller:
+    /// in open mode nobody could be told apart from a member.
+    ///
+    /// # Errors
+    /// [`ChatError::Invalid`] for a bad name, [`ChatError::Forbidden`] for a private room
+    /// in open mode, [`ChatError::StoreUnavailable`].
+    pub async fn create_room_as(
+        &self,
+        caller: &Caller,
+        name: &str,
+        visibility: Visibility,
+    ) -> Result<Room, ChatError> {
+        let name = RoomName::parse(name)?;
+        let owner = match caller {
+            Caller::User(identity) => Some(identity.user),
+            Caller::Open if visibility == Visibility::Private => {
+                return Err(ChatError::Forbidden(
+                    "private rooms need signed-in users: this server runs with CHAT_AUTH=none"
+                        .to_owned(),
+                ));
+            }
+            Caller::Open => None,
+        };
+        let room = NewRoom {
+            name,
+            visibility,
+            owner,
+        };
+        Ok(self.repository.create_room(room).await?)
+    }
+
+    /// One page of the rooms `caller` may read (every room for open mode and admins).
+    ///
     /// # Errors
     /// [`ChatError::StoreUnavailable`].
-    pub async fn list_rooms(&self) -> Result<Vec<Room>, ChatError> {
-        Ok(self.repository.list_rooms().await?)
+    pub async fn list_rooms_as(
+        &self,
+        caller: &Caller,
+        mut query: RoomListQuery,
+    ) -> Result<Vec<Room>, ChatError> {
+        query.visible_to = match caller {
+            Caller::User(identity) if !identity.admin => Some(identity.user),
+            _ => None,
+        };
+        Ok(self.repository.list_rooms(query).await?)
+    }
+
+    /// Whether `user` is a member of `room`; the room's owner, an admin or the user
+    /// themself may ask.
+    ///
+    /// # Errors
+    /// [`ChatError::Forbidden`], [`ChatError::UnknownRoom`], [`ChatError::StoreUnavailable`].
+    pub async fn is_member_as(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        user: SenderId,
+    ) -> Result<bool, ChatError> {
+        if !is_self(caller, user) {
+            self.authorize(caller, room, Operation::ManageMembers)
+                .await?;
+        } else {
+            self.room(room).await?;
+        }
+        Ok(self.members.is_member(room, user).await?)
+    }
+
+    /// Adds a member (owner or admin); `Ok(false)` when they already were one.
+    ///
+    /// # Errors
+    /// [`ChatError::Forbidden`], [`ChatError::UnknownRoom`], [`ChatError::StoreUnavailable`].
+    pub async fn add_member_as(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        user: SenderId,
+    ) -> Result<bool, ChatError> {
+        self.authorize(caller, room, Operation::ManageMembers)
+            .await?;
+        Ok(self.members.add_member(room, user).await?)
+    }
+
+    /// Removes a member (owner, admin, or the member leaving); `Ok(false)` when they were
+    /// not one. Every instance is told through the bus to end that user's subscriptions to
+    /// the room; the error of that publish, if any, is returned beside the outcome (the
+    /// removal itself is stored, and instances that missed the event find out when their
+    /// bus reports the gap, or when their grant expires).
+    ///
+    /// # Errors
+    /// [`ChatError::Forbidden`], [`ChatError::UnknownRoom`], [`ChatError::StoreUnavailable`].
+    pub async fn remove_member_as(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        user: SenderId,
+    ) -> Result<(bool, Option<BusError>), ChatError> {
+        if is_self(caller, user) {
+            self.room(room).await?;
+        } else {
+            self.authorize(caller, room, Operation::ManageMembers)
+                .await?;
+        }
+        let removed = self.members.remove_member(room, user).await?;
+        self.access.revoke(room, user);
+        let event = ControlEvent::MemberRemoved {
+            chat_room_id: room,
+            user_id: user,
+        };
+        let published = self.bus.publish_control(&event).await.err();
+        Ok((removed, published))
+    }
+
+    /// A control event arrived: forget what it makes stale.
+    pub fn handle_control(&self, event: &ControlEvent) {
+        match *event {
+            ControlEvent::MemberRemoved {
+                chat_room_id,
+                user_id,
+            } => self.access.revoke(chat_room_id, user_id),
+        }
+    }
+
+    /// The bus may have dropped control events: ask the store again for every grant.
+    pub fn handle_bus_gap(&self) {
+        self.access.forget_grants();
+    }
+
+    /// [`history`](Self::history) for `caller`.
+    ///
+    /// # Errors
+    /// [`ChatError::Forbidden`], then those of `history`.
+    pub async fn history_as(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<Vec<ChatMessage>, ChatError> {
+        self.authorize(caller, room, Operation::Read).await?;
+        self.history(room, query).await
     }
 
     /// # Errors
@@ -125,6 +323,10 @@ impl ChatService {
     }
 }
 
+fn is_self(caller: &Caller, user: SenderId) -> bool {
+    matches!(caller, Caller::User(identity) if identity.user == user)
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -132,8 +334,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        MessageId, MessageType, MockMessageBus, MockMessageRepository, RepositoryError, SenderId,
-        Seq,
+        MessageId, MessageType, MockMessageBus, MockMessageRepository, MockRoomMembers,
+        RepositoryError, Seq,
     };
 
     fn request(room: i64) -> ChatMessageRequest {
@@ -160,7 +362,11 @@ mod tests {
     }
 
     fn service(repo: MockMessageRepository, bus: MockMessageBus) -> ChatService {
-        ChatService::new(Arc::new(repo), Arc::new(bus))
+        ChatService::new(
+            Arc::new(repo),
+            Arc::new(MockRoomMembers::new()),
+            Arc::new(bus),
+        )
     }
 
     #[tokio::test]
@@ -252,5 +458,98 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), "INVALID_ROOM_NAME");
+    }
+
+    fn private_room(id: i64) -> Room {
+        Room {
+            id: RoomId(id),
+            name: "secret".into(),
+            created_at: Utc::now(),
+            last_seq: Seq(0),
+            visibility: Visibility::Private,
+            owner: Some(SenderId(1)),
+        }
+    }
+
+    fn member(id: i64) -> Caller {
+        Caller::User(crate::Identity {
+            user: SenderId(id),
+            nickname: None,
+            admin: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_members_sends_ask_the_store_once_until_a_revocation_arrives() {
+        let mut repo = MockMessageRepository::new();
+        repo.expect_find_room()
+            .times(1)
+            .returning(|id| Ok(Some(private_room(id.0))));
+        repo.expect_append().times(3).returning(|m| Ok(stored(m)));
+        let mut members = MockRoomMembers::new();
+        members
+            .expect_is_member()
+            .times(2)
+            .returning(|_, _| Ok(true));
+        let mut bus = MockMessageBus::new();
+        bus.expect_publish().returning(|_| Ok(()));
+        let service = ChatService::new(Arc::new(repo), Arc::new(members), Arc::new(bus));
+        let mut ask = request(4);
+        ask.sender_id = None;
+        let caller = member(2);
+        service.send_as(&caller, ask.clone(), None).await.unwrap();
+        service.send_as(&caller, ask.clone(), None).await.unwrap();
+        service.handle_control(&ControlEvent::MemberRemoved {
+            chat_room_id: RoomId(4),
+            user_id: SenderId(2),
+        });
+        service.send_as(&caller, ask, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_non_member_is_refused_before_anything_is_stored() {
+        let mut repo = MockMessageRepository::new();
+        repo.expect_find_room()
+            .returning(|id| Ok(Some(private_room(id.0))));
+        repo.expect_append().never();
+        repo.expect_history().never();
+        let mut members = MockRoomMembers::new();
+        members.expect_is_member().returning(|_, _| Ok(false));
+        members.expect_add_member().never();
+        let service = ChatService::new(
+            Arc::new(repo),
+            Arc::new(members),
+            Arc::new(MockMessageBus::new()),
+        );
+        let caller = member(2);
+        let mut ask = request(4);
+        ask.sender_id = None;
+        let sent = service.send_as(&caller, ask, None).await.unwrap_err();
+        assert_eq!(sent.code(), "FORBIDDEN");
+        let read = service
+            .history_as(
+                &caller,
+                RoomId(4),
+                HistoryQuery::latest(crate::HistoryLimit::DEFAULT),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(read.code(), "FORBIDDEN");
+        let added = service
+            .add_member_as(&caller, RoomId(4), SenderId(3))
+            .await
+            .unwrap_err();
+        assert_eq!(added.code(), "FORBIDDEN");
+    }
+
+    #[tokio::test]
+    async fn open_mode_cannot_create_a_private_room() {
+        let mut repo = MockMessageRepository::new();
+        repo.expect_create_room().never();
+        let err = service(repo, MockMessageBus::new())
+            .create_room_as(&Caller::Open, "x", Visibility::Private)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "FORBIDDEN");
     }
 }

@@ -17,9 +17,10 @@ use chrono::Utc;
 use futures_util::StreamExt;
 
 use crate::{
-    BusEvent, BusEvents, ChatMessagePublish, ChatMessageRequest, HistoryLimit, HistoryQuery,
-    IdempotencyKey, MessageBus, MessageId, MessageRepository, MessageType, NewChatMessage,
-    RepositoryError, RoomId, RoomName, SenderId, Seq,
+    BusEvent, BusEvents, ChatMessagePublish, ChatMessageRequest, ControlEvent, HistoryLimit,
+    HistoryQuery, IdempotencyKey, MessageBus, MessageId, MessageRepository, MessageType,
+    NewChatMessage, NewRoom, RepositoryError, RoomId, RoomListLimit, RoomListQuery, RoomMembers,
+    RoomName, SenderId, Seq, Visibility,
 };
 
 #[doc(hidden)]
@@ -42,7 +43,7 @@ fn new_message(room: RoomId, content: &str) -> NewChatMessage {
 }
 
 async fn room(repo: &dyn MessageRepository, name: &str) -> RoomId {
-    repo.create_room(RoomName::parse(name).expect("valid name"))
+    repo.create_room(NewRoom::public(RoomName::parse(name).expect("valid name")))
         .await
         .expect("create_room")
         .id
@@ -58,14 +59,29 @@ pub mod repository {
 
     pub async fn a_created_room_is_found_and_listed(repo: &dyn MessageRepository) {
         let created = repo
-            .create_room(RoomName::parse("lobby").unwrap())
+            .create_room(NewRoom::public(RoomName::parse("lobby").unwrap()))
             .await
             .unwrap();
         assert_eq!(created.name, "lobby");
         assert_eq!(created.last_seq, Seq(0));
+        assert_eq!(created.visibility, Visibility::Public);
+        assert_eq!(created.owner, None);
         let found = repo.find_room(created.id).await.unwrap();
         assert_eq!(found.as_ref(), Some(&created));
-        let listed = repo.list_rooms().await.unwrap();
+        let _second = room(repo, "second").await;
+        let listed = repo
+            .list_rooms(RoomListQuery {
+                after: Some(RoomId(created.id.0 - 1)),
+                ..RoomListQuery::all(RoomListLimit::MAX_PAGE)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            listed.first(),
+            Some(&created),
+            "the page starts after `after`"
+        );
+        assert!(listed.len() >= 2, "{listed:?}");
         assert!(listed.contains(&created), "{listed:?} lacks {created:?}");
         let ids: Vec<_> = listed.iter().map(|r| r.id).collect();
         let mut sorted = ids.clone();
@@ -339,7 +355,7 @@ pub mod bus {
         loop {
             match events.next().await.expect("the subscription ended") {
                 BusEvent::Message(m) => return m,
-                BusEvent::MayHaveMissedMessages => {}
+                BusEvent::MayHaveMissedMessages | BusEvent::Control(_) => {}
             }
         }
     }
@@ -422,6 +438,187 @@ pub mod bus {
     }
 }
 
+/// Checks for [`RoomMembers`] implementations, with the [`MessageRepository`] of the same
+/// store (the room list filters by membership).
+pub mod membership {
+    use super::*;
+
+    async fn private_room(repo: &dyn MessageRepository, owner: i64) -> RoomId {
+        repo.create_room(NewRoom {
+            name: RoomName::parse("private").unwrap(),
+            visibility: Visibility::Private,
+            owner: Some(SenderId(owner)),
+        })
+        .await
+        .expect("create_room")
+        .id
+    }
+
+    pub async fn a_private_room_keeps_its_visibility_and_owner(
+        repo: &dyn MessageRepository,
+        _members: &dyn RoomMembers,
+    ) {
+        let id = private_room(repo, 41).await;
+        let found = repo.find_room(id).await.unwrap().unwrap();
+        assert_eq!(found.visibility, Visibility::Private);
+        assert_eq!(found.owner, Some(SenderId(41)));
+    }
+
+    pub async fn members_are_added_once_and_removed_once(
+        repo: &dyn MessageRepository,
+        members: &dyn RoomMembers,
+    ) {
+        let id = private_room(repo, 1).await;
+        let other = private_room(repo, 1).await;
+        let user = SenderId(77);
+        assert!(!members.is_member(id, user).await.unwrap());
+        assert!(members.add_member(id, user).await.unwrap(), "added");
+        assert!(
+            !members.add_member(id, user).await.unwrap(),
+            "already a member"
+        );
+        assert!(members.is_member(id, user).await.unwrap());
+        assert!(
+            !members.is_member(other, user).await.unwrap(),
+            "only that room"
+        );
+        assert!(members.remove_member(id, user).await.unwrap(), "removed");
+        assert!(
+            !members.remove_member(id, user).await.unwrap(),
+            "not a member any more"
+        );
+        assert!(!members.is_member(id, user).await.unwrap());
+    }
+
+    pub async fn a_member_of_an_unknown_room_cannot_be_added(
+        _repo: &dyn MessageRepository,
+        members: &dyn RoomMembers,
+    ) {
+        let missing = RoomId(i64::MAX - 2);
+        assert_eq!(
+            members.add_member(missing, SenderId(1)).await,
+            Err(RepositoryError::UnknownRoom(missing))
+        );
+        assert!(!members.is_member(missing, SenderId(1)).await.unwrap());
+    }
+
+    pub async fn the_room_list_shows_a_user_what_they_may_read_page_by_page(
+        repo: &dyn MessageRepository,
+        members: &dyn RoomMembers,
+    ) {
+        let user = SenderId(500);
+        let start = room(repo, "public before").await;
+        let hidden = private_room(repo, 1).await;
+        let owned = private_room(repo, user.0).await;
+        let joined = private_room(repo, 1).await;
+        members.add_member(joined, user).await.unwrap();
+        let public = room(repo, "public after").await;
+        let after_start = Some(RoomId(start.0 - 1));
+        let visible = |after: Option<RoomId>, limit: i64| RoomListQuery {
+            after,
+            limit: RoomListLimit::parse(limit).unwrap(),
+            visible_to: Some(user),
+        };
+        let ids = |rooms: Vec<crate::Room>| rooms.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let page = ids(repo.list_rooms(visible(after_start, 200)).await.unwrap());
+        let mine: Vec<_> = page.into_iter().filter(|id| *id <= public).collect();
+        assert_eq!(
+            mine,
+            vec![start, owned, joined, public],
+            "{hidden} is not theirs"
+        );
+        let first = ids(repo.list_rooms(visible(after_start, 2)).await.unwrap());
+        assert_eq!(first, vec![start, owned]);
+        let next = ids(repo.list_rooms(visible(Some(owned), 2)).await.unwrap());
+        assert_eq!(next, vec![joined, public]);
+        let all = ids(repo
+            .list_rooms(RoomListQuery {
+                visible_to: None,
+                ..visible(after_start, 200)
+            })
+            .await
+            .unwrap());
+        assert!(
+            all.contains(&hidden),
+            "without a viewer every room is listed"
+        );
+        members.remove_member(joined, user).await.unwrap();
+        let after_removal = ids(repo.list_rooms(visible(Some(owned), 2)).await.unwrap());
+        assert_eq!(after_removal.first(), Some(&public));
+    }
+}
+
+/// Checks that a [`MessageBus`] carries control events beside messages.
+pub mod control {
+    use super::*;
+
+    pub async fn a_control_event_reaches_every_subscriber(bus: &dyn MessageBus) {
+        let mut first = bus.subscribe().await.unwrap();
+        let mut second = bus.subscribe().await.unwrap();
+        let event = ControlEvent::MemberRemoved {
+            chat_room_id: RoomId(5),
+            user_id: SenderId(6),
+        };
+        bus.publish_control(&event).await.unwrap();
+        for events in [&mut first, &mut second] {
+            loop {
+                match events.next().await.expect("the subscription ended") {
+                    BusEvent::Control(got) => {
+                        assert_eq!(got, event);
+                        break;
+                    }
+                    BusEvent::MayHaveMissedMessages => {}
+                    BusEvent::Message(message) => panic!("a message arrived: {message:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per membership contract check; the fixture must be
+/// `AsRef<dyn MessageRepository>` and `AsRef<dyn RoomMembers>` of one store.
+#[macro_export]
+macro_rules! membership_contract_tests {
+    ($make:expr) => {
+        mod membership {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__membership_tests!(
+                $make,
+                a_private_room_keeps_its_visibility_and_owner,
+                members_are_added_once_and_removed_once,
+                a_member_of_an_unknown_room_cannot_be_added,
+                the_room_list_shows_a_user_what_they_may_read_page_by_page,
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __membership_tests {
+    ($make:expr, $($check:ident),+ $(,)?) => {
+        $(
+            #[$crate::testkit::__private::tokio::test(
+                flavor = "multi_thread",
+                worker_threads = 2,
+                crate = "chat_domain::testkit::__private::tokio"
+            )]
+            async fn $check() {
+                let fixture = $make.await;
+                let repo: &dyn $crate::MessageRepository = ::core::convert::AsRef::as_ref(&fixture);
+                let members: &dyn $crate::RoomMembers = ::core::convert::AsRef::as_ref(&fixture);
+                $crate::testkit::__private::tokio::time::timeout(
+                    $crate::testkit::TEST_TIMEOUT,
+                    $crate::testkit::membership::$check(repo, members),
+                )
+                .await
+                .expect(concat!(stringify!($check), " hung"));
+            }
+        )+
+    };
+}
+
 /// Generates one `#[tokio::test]` per repository contract check.
 #[macro_export]
 macro_rules! repository_contract_tests {
@@ -460,6 +657,13 @@ macro_rules! bus_contract_tests {
             concurrent_publishes_all_arrive,
             a_working_bus_is_healthy,
         );
+        $crate::__contract_tests!(
+            @named bus_control,
+            control,
+            MessageBus,
+            $make,
+            a_control_event_reaches_every_subscriber,
+        );
     };
 }
 
@@ -467,7 +671,10 @@ macro_rules! bus_contract_tests {
 #[macro_export]
 macro_rules! __contract_tests {
     ($module:ident, $port:ident, $make:expr, $($check:ident),+ $(,)?) => {
-        mod $module {
+        $crate::__contract_tests!(@named $module, $module, $port, $make, $($check),+);
+    };
+    (@named $name:ident, $module:ident, $port:ident, $make:expr, $($check:ident),+ $(,)?) => {
+        mod $name {
             #[allow(unused_imports)]
             use super::*;
             $(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chat_adapters_memory::{InMemoryBus, InMemoryRepository};
 use chat_adapters_postgres::{PostgresConfig, PostgresRepository};
 use chat_adapters_redis::{RedisBus, RedisConfig};
-use chat_domain::{BusError, ChatService, MessageBus, MessageRepository};
+use chat_domain::{BusError, ChatService, MessageBus, MessageRepository, RoomMembers};
 use chat_session::SessionConfig;
 use chat_stomp::Limits;
 use tokio::sync::watch;
@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::gateway::hub::{Hub, HubConfig};
+use crate::gateway::revocations::Revocations;
 use crate::gateway::{GatewayContext, Lifecycle};
 use crate::metrics::{MeasuredBus, MeasuredRepository, Metrics};
 use crate::origin::OriginPolicy;
@@ -51,6 +52,8 @@ pub enum StartupError {
 #[derive(Clone)]
 pub struct Adapters {
     pub repository: Arc<dyn MessageRepository>,
+    /// The members of private rooms, in the same store as `repository`.
+    pub members: Arc<dyn RoomMembers>,
     pub bus: Arc<dyn MessageBus>,
 }
 
@@ -64,8 +67,10 @@ impl Adapters {
     /// In-memory storage and bus: one instance, data lost on exit.
     #[must_use]
     pub fn in_memory() -> Self {
+        let store = Arc::new(InMemoryRepository::new());
         Self {
-            repository: Arc::new(InMemoryRepository::new()),
+            repository: store.clone(),
+            members: store,
             bus: Arc::new(InMemoryBus::new()),
         }
     }
@@ -76,28 +81,32 @@ impl Adapters {
     /// # Errors
     /// [`StartupError::Adapter`] when a configured dependency cannot be used.
     pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
-        let repository: Arc<dyn MessageRepository> = match &settings.database_url {
-            Some(url) => {
-                let mut config = PostgresConfig::new(url.clone());
-                config.pool_size = settings.db_pool_size;
-                config.max_batch = settings.db_max_batch;
-                config.writers = settings.db_writers;
-                config.connect_timeout = Duration::from_secs(settings.db_connect_timeout_secs);
-                config.statement_timeout = Duration::from_secs(settings.db_statement_timeout_secs);
-                let target = config.redacted_url();
-                let repository = PostgresRepository::connect(config)
-                    .await
-                    .map_err(|e| StartupError::Adapter(e.to_string()))?;
-                tracing::info!(database = %target, "storing messages in PostgreSQL");
-                Arc::new(repository)
-            }
-            None => {
-                tracing::warn!(
-                    "DATABASE_URL is not set: messages are kept IN MEMORY ONLY and are lost when this process exits"
-                );
-                Arc::new(InMemoryRepository::new())
-            }
-        };
+        let (repository, members): (Arc<dyn MessageRepository>, Arc<dyn RoomMembers>) =
+            match &settings.database_url {
+                Some(url) => {
+                    let mut config = PostgresConfig::new(url.clone());
+                    config.pool_size = settings.db_pool_size;
+                    config.max_batch = settings.db_max_batch;
+                    config.writers = settings.db_writers;
+                    config.connect_timeout = Duration::from_secs(settings.db_connect_timeout_secs);
+                    config.statement_timeout =
+                        Duration::from_secs(settings.db_statement_timeout_secs);
+                    let target = config.redacted_url();
+                    let repository = PostgresRepository::connect(config)
+                        .await
+                        .map_err(|e| StartupError::Adapter(e.to_string()))?;
+                    tracing::info!(database = %target, "storing messages in PostgreSQL");
+                    let repository = Arc::new(repository);
+                    (repository.clone(), repository)
+                }
+                None => {
+                    tracing::warn!(
+                        "DATABASE_URL is not set: messages are kept IN MEMORY ONLY and are lost when this process exits"
+                    );
+                    let repository = Arc::new(InMemoryRepository::new());
+                    (repository.clone(), repository)
+                }
+            };
         let bus: Arc<dyn MessageBus> = match &settings.redis_url {
             Some(url) => {
                 let mut config = RedisConfig::new(url.clone());
@@ -116,7 +125,11 @@ impl Adapters {
                 Arc::new(InMemoryBus::new())
             }
         };
-        Ok(Self { repository, bus })
+        Ok(Self {
+            repository,
+            members,
+            bus,
+        })
     }
 }
 
@@ -187,6 +200,7 @@ impl Application {
                 inner: adapters.repository,
                 metrics: metrics.clone(),
             }),
+            members: adapters.members,
             // The RECEIPT follows the commit, never the bus: publishes only enqueue.
             bus: QueuedBus::start(
                 Arc::new(MeasuredBus {
@@ -199,6 +213,12 @@ impl Application {
         };
         // Subscribe before accepting anyone, so nothing published after start-up is missed.
         let events = adapters.bus.subscribe().await?;
+        let service = ChatService::new(
+            adapters.repository.clone(),
+            adapters.members,
+            adapters.bus.clone(),
+        );
+        let revocations = Arc::new(Revocations::new(service.clone()));
         let (hub, hub_task) = Hub::spawn(
             adapters.repository.clone(),
             adapters.bus.clone(),
@@ -208,13 +228,14 @@ impl Application {
                 reconcile_every: Duration::from_millis(settings.reconcile_interval_ms),
             },
             metrics.clone(),
+            revocations.clone(),
         );
         let (shutdown_sender, shutdown) = watch::channel(false);
         let (stop_listening, listening_stopped) = watch::channel(false);
-        let service = ChatService::new(adapters.repository, adapters.bus);
         let gateway = Arc::new(GatewayContext {
             service: service.clone(),
             hub,
+            revocations,
             origins: OriginPolicy::new(
                 &settings.allowed_origins,
                 !matches!(auth.as_ref(), Authenticator::Open),

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use chat_domain::{
-    BusError, BusEvents, ChatMessage, ChatMessagePublish, HistoryQuery, MessageBus,
-    MessageRepository, NewChatMessage, RepositoryError, Room, RoomId, RoomName, Seq,
+    BusError, BusEvents, ChatMessage, ChatMessagePublish, ControlEvent, HistoryQuery, MessageBus,
+    MessageRepository, NewChatMessage, NewRoom, RepositoryError, Room, RoomId, RoomListQuery, Seq,
 };
 use chat_session::CloseReason;
 use prometheus_client::metrics::counter::Counter;
@@ -258,16 +258,16 @@ pub(crate) struct MeasuredRepository {
 
 #[async_trait]
 impl MessageRepository for MeasuredRepository {
-    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError> {
-        self.inner.create_room(name).await
+    async fn create_room(&self, room: NewRoom) -> Result<Room, RepositoryError> {
+        self.inner.create_room(room).await
     }
 
     async fn find_room(&self, id: RoomId) -> Result<Option<Room>, RepositoryError> {
         self.inner.find_room(id).await
     }
 
-    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError> {
-        self.inner.list_rooms().await
+    async fn list_rooms(&self, query: RoomListQuery) -> Result<Vec<Room>, RepositoryError> {
+        self.inner.list_rooms(query).await
     }
 
     async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError> {
@@ -318,6 +318,10 @@ impl MessageBus for MeasuredBus {
             Err(_) => self.metrics.publish_failures.inc(),
         };
         published
+    }
+
+    async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
+        self.inner.publish_control(event).await
     }
 
     async fn subscribe(&self) -> Result<BusEvents, BusError> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chat_domain::{BusCounters, BusError, BusEvents, ChatMessagePublish, MessageBus};
+use chat_domain::{BusCounters, BusError, BusEvents, ChatMessagePublish, ControlEvent, MessageBus};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
@@ -63,6 +63,11 @@ impl MessageBus for QueuedBus {
                 "the publisher has stopped (the instance is shutting down)".into(),
             )),
         }
+    }
+
+    /// Control events are rare and their sender waits for them: they go straight out.
+    async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
+        self.inner.publish_control(event).await
     }
 
     async fn subscribe(&self) -> Result<BusEvents, BusError> {
@@ -205,6 +210,9 @@ mod tests {
     #[async_trait]
     impl MessageBus for FrozenBus {
         async fn publish(&self, _: &ChatMessagePublish) -> Result<(), BusError> {
+            std::future::pending().await
+        }
+        async fn publish_control(&self, _: &ControlEvent) -> Result<(), BusError> {
             std::future::pending().await
         }
         async fn subscribe(&self) -> Result<BusEvents, BusError> {

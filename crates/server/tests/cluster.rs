@@ -245,8 +245,10 @@ async fn after_a_redis_restart_the_instance_resubscribes_and_catches_up() {
     let repository = PostgresRepository::connect(PostgresConfig::new(database.url()))
         .await
         .unwrap();
+    let repository = Arc::new(repository);
     let adapters = Adapters {
-        repository: Arc::new(repository),
+        repository: repository.clone(),
+        members: repository,
         bus: Arc::new(bus),
     };
     let app = spawn_app_with(adapters, test_settings()).await;

@@ -13,8 +13,10 @@ use chat_server::Adapters;
 use support::{StompClient, chat_json, spawn_app_with, test_settings};
 
 fn shared() -> Adapters {
+    let store = Arc::new(InMemoryRepository::new());
     Adapters {
-        repository: Arc::new(InMemoryRepository::new()),
+        repository: store.clone(),
+        members: store,
         bus: Arc::new(InMemoryBus::new()),
     }
 }
@@ -109,6 +111,7 @@ async fn an_instance_that_sees_a_seq_jump_backfills_the_gap_from_the_store() {
     // Store three messages behind the bus's back, then publish only the third.
     let service = chat_domain::ChatService::new(
         adapters.repository.clone(),
+        adapters.members.clone(),
         Arc::new(InMemoryBus::new()) as Arc<dyn MessageBus>,
     );
     let mut last = None;

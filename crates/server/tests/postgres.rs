@@ -73,8 +73,10 @@ async fn while_postgresql_is_down_sends_fail_clearly_and_everything_recovers_whe
     config.connect_timeout = Duration::from_secs(1);
     config.statement_timeout = Duration::from_secs(1);
     let repository = PostgresRepository::connect(config).await.unwrap();
+    let repository = Arc::new(repository);
     let adapters = Adapters {
-        repository: Arc::new(repository),
+        repository: repository.clone(),
+        members: repository,
         bus: Arc::new(InMemoryBus::new()),
     };
     let app = spawn_app_with(adapters, test_settings()).await;

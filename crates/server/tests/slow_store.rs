@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chat_adapters_memory::{InMemoryBus, InMemoryRepository};
 use chat_domain::{
-    ChatMessage, HistoryQuery, MessageRepository, NewChatMessage, RepositoryError, Room, RoomId,
-    RoomName, Seq,
+    ChatMessage, HistoryQuery, MessageRepository, NewChatMessage, NewRoom, RepositoryError, Room,
+    RoomId, RoomListQuery, Seq,
 };
 use chat_server::Adapters;
 use support::{StompClient, chat_json, spawn_app_with, test_settings};
@@ -36,8 +36,8 @@ impl OneSlowRoom {
 
 #[async_trait]
 impl MessageRepository for OneSlowRoom {
-    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError> {
-        self.inner.create_room(name).await
+    async fn create_room(&self, room: NewRoom) -> Result<Room, RepositoryError> {
+        self.inner.create_room(room).await
     }
 
     async fn find_room(&self, id: RoomId) -> Result<Option<Room>, RepositoryError> {
@@ -45,8 +45,8 @@ impl MessageRepository for OneSlowRoom {
         self.inner.find_room(id).await
     }
 
-    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError> {
-        self.inner.list_rooms().await
+    async fn list_rooms(&self, query: RoomListQuery) -> Result<Vec<Room>, RepositoryError> {
+        self.inner.list_rooms(query).await
     }
 
     async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError> {
@@ -85,6 +85,7 @@ async fn while_one_rooms_backfill_takes_500_ms_the_other_rooms_keep_p99_under_50
     let app = spawn_app_with(
         Adapters {
             repository: store.clone(),
+            members: Arc::new(InMemoryRepository::new()),
             bus: Arc::new(InMemoryBus::new()),
         },
         test_settings(),

@@ -87,7 +87,9 @@ async fn stompjs_authenticates_with_connect_headers_in_jwt_mode() {
     let room = app
         .adapters
         .repository
-        .create_room(chat_domain::RoomName::parse("stompjs").unwrap())
+        .create_room(chat_domain::NewRoom::public(
+            chat_domain::RoomName::parse("stompjs").unwrap(),
+        ))
         .await
         .unwrap()
         .id

@@ -391,6 +391,45 @@ impl Session {
         self.decode();
     }
 
+    /// The caller lost access to `room` (removed from its members): every subscription to
+    /// it ends now, and the client hears why on `/user/queue/errors` (`FORBIDDEN`). The
+    /// connection and its other subscriptions carry on.
+    pub fn handle_revoked(&mut self, room: RoomId) {
+        if self.closed {
+            return;
+        }
+        let mut ended: Vec<Arc<str>> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, target)| matches!(target, Target::Room(r) if *r == room))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ended.is_empty() {
+            return;
+        }
+        ended.sort();
+        for id in &ended {
+            self.subscriptions.remove(id);
+            self.notes.push_back(Note::SubscriptionClosed);
+            self.actions.push_back(Action::Unsubscribe {
+                key: SubscriptionKey {
+                    connection: self.connection,
+                    id: id.clone(),
+                },
+                room,
+            });
+        }
+        let ids: Vec<&str> = ended.iter().map(AsRef::as_ref).collect();
+        let error = AppError {
+            code: "FORBIDDEN",
+            message: format!(
+                "you are no longer a member of room {room}; subscription {} to it ended",
+                ids.join(", ")
+            ),
+        };
+        self.app_error(&error, None);
+    }
+
     /// The engine lets this connection go.
     pub fn handle_evicted(&mut self, reason: &DisconnectReason) {
         if self.closed {

@@ -435,6 +435,46 @@ fn without_an_errors_subscription_application_errors_are_only_counted() {
 }
 
 #[test]
+fn a_revocation_ends_that_rooms_subscriptions_and_says_why() {
+    let mut h = Harness::with_errors();
+    for (id, room) in [("a", "5"), ("b", "6"), ("c", "5")] {
+        h.input(&bytes(
+            Command::Subscribe,
+            &[
+                ("id", id),
+                ("destination", &format!("/topic/chatroom/{room}")),
+            ],
+            "",
+        ));
+        let _ = h.actions();
+        h.session.handle_subscribed(Ok(()));
+    }
+    assert_eq!(h.session.subscription_count(), 4);
+    h.session.handle_revoked(RoomId(5));
+    let actions = h.actions();
+    let ended: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Unsubscribe { key, room } => {
+                assert_eq!(*room, RoomId(5));
+                Some(key.id.as_ref())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, ["a", "c"]);
+    assert_eq!(error_codes(&h.frames()), ["FORBIDDEN"]);
+    assert_eq!(
+        h.session.subscription_count(),
+        2,
+        "room 6 and the errors queue stay"
+    );
+    assert!(closed_with(&actions).is_none(), "the connection carries on");
+    h.session.handle_revoked(RoomId(5));
+    assert!(h.actions().is_empty(), "nothing left to end");
+}
+
+#[test]
 fn unsubscribe_tells_the_engine_and_answers() {
     let mut h = Harness::connected();
     h.input(&bytes(

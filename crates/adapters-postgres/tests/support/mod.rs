@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use chat_adapters_postgres::{PostgresConfig, PostgresRepository};
 use chat_domain::{
-    ChatMessageRequest, MessageRepository, MessageType, NewChatMessage, RoomId, RoomName, SenderId,
+    ChatMessageRequest, MessageRepository, MessageType, NewChatMessage, NewRoom, RoomId,
+    RoomMembers, RoomName, SenderId,
 };
 use chat_test_support::postgres::{TestDatabase, fresh_database};
 
@@ -34,6 +35,12 @@ impl AsRef<dyn MessageRepository> for Fixture {
     }
 }
 
+impl AsRef<dyn RoomMembers> for Fixture {
+    fn as_ref(&self) -> &(dyn RoomMembers + 'static) {
+        self.repository.as_ref()
+    }
+}
+
 pub fn message(room: RoomId, content: &str) -> NewChatMessage {
     NewChatMessage::try_from(ChatMessageRequest {
         chat_room_id: Some(room),
@@ -47,7 +54,9 @@ pub fn message(room: RoomId, content: &str) -> NewChatMessage {
 
 pub async fn room(repository: &dyn MessageRepository, name: &str) -> RoomId {
     repository
-        .create_room(RoomName::parse(name).expect("a valid room name"))
+        .create_room(NewRoom::public(
+            RoomName::parse(name).expect("a valid room name"),
+        ))
         .await
         .expect("create_room")
         .id

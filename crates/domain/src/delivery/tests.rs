@@ -28,6 +28,8 @@ fn room(last_seq: i64) -> Room {
         name: "r".into(),
         created_at: Utc::now(),
         last_seq: Seq(last_seq),
+        visibility: crate::Visibility::Public,
+        owner: None,
     }
 }
 

@@ -12,6 +12,7 @@ use chat_session::SessionConfig;
 use tokio::sync::{Notify, watch};
 
 use super::hub::HubHandle;
+use super::revocations::Revocations;
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
@@ -21,6 +22,7 @@ use crate::origin::OriginPolicy;
 pub(crate) struct GatewayContext {
     pub(crate) service: ChatService,
     pub(crate) hub: HubHandle,
+    pub(crate) revocations: Arc<Revocations>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) origins: OriginPolicy,
     pub(crate) session: SessionConfig,

@@ -15,13 +15,14 @@ use async_trait::async_trait;
 use chat_adapters_memory::InMemoryRepository;
 use chat_domain::{
     BusError, BusEvent, BusEvents, ChatMessage, ChatMessagePublish, ChatMessageRequest,
-    ChatService, HistoryQuery, MessageBus, MessageRepository, NewChatMessage, RepositoryError,
-    Room, RoomId, RoomName, SenderId, Seq,
+    ChatService, ControlEvent, HistoryQuery, MessageBus, MessageRepository, NewChatMessage,
+    NewRoom, RepositoryError, Room, RoomId, RoomListQuery, RoomName, SenderId, Seq,
 };
 use chat_stomp::{Decoder, Item, Limits};
 use tokio::sync::mpsc;
 
 use super::hub::{ConnectionId, Hub, HubConfig, HubHandle, Outbound, Outbox, SubscriptionKey};
+use super::revocations::Revocations;
 use crate::metrics::Metrics;
 
 /// A small deterministic generator (SplitMix64): the schedule must replay from its seed.
@@ -98,6 +99,13 @@ impl MessageBus for ChaosWire {
         Ok(())
     }
 
+    async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
+        for to in self.subscriptions.lock().unwrap().iter() {
+            self.deliver_later(to, BusEvent::Control(*event));
+        }
+        Ok(())
+    }
+
     async fn subscribe(&self) -> Result<BusEvents, BusError> {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.subscriptions.lock().unwrap().push(sender);
@@ -128,8 +136,8 @@ impl SlowStore {
 
 #[async_trait]
 impl MessageRepository for SlowStore {
-    async fn create_room(&self, name: RoomName) -> Result<Room, RepositoryError> {
-        self.inner.create_room(name).await
+    async fn create_room(&self, room: NewRoom) -> Result<Room, RepositoryError> {
+        self.inner.create_room(room).await
     }
 
     async fn find_room(&self, id: RoomId) -> Result<Option<Room>, RepositoryError> {
@@ -139,8 +147,8 @@ impl MessageRepository for SlowStore {
         found
     }
 
-    async fn list_rooms(&self) -> Result<Vec<Room>, RepositoryError> {
-        self.inner.list_rooms().await
+    async fn list_rooms(&self, query: RoomListQuery) -> Result<Vec<Room>, RepositoryError> {
+        self.inner.list_rooms(query).await
     }
 
     async fn append(&self, message: NewChatMessage) -> Result<ChatMessage, RepositoryError> {
@@ -217,11 +225,17 @@ async fn run_schedule(seed: u64) -> (Vec<(RoomId, Vec<i64>)>, HashMap<RoomId, i6
     let mut rooms = Vec::new();
     for i in 0..ROOMS {
         let name = RoomName::parse(&format!("room {i}")).unwrap();
-        rooms.push(store.create_room(name).await.unwrap().id);
+        rooms.push(store.create_room(NewRoom::public(name)).await.unwrap().id);
     }
     let mut instances = Vec::new();
     for _ in 0..2 {
         let events = wire.subscribe().await.unwrap();
+        let service = ChatService::new(
+            store.clone(),
+            Arc::new(InMemoryRepository::new()),
+            wire.clone(),
+        );
+        let revocations = Arc::new(Revocations::new(service.clone()));
         let (hub, _task) = Hub::spawn(
             store.clone(),
             wire.clone(),
@@ -231,11 +245,9 @@ async fn run_schedule(seed: u64) -> (Vec<(RoomId, Vec<i64>)>, HashMap<RoomId, i6
                 reconcile_every: Duration::from_millis(500),
             },
             Arc::new(Metrics::new()),
+            revocations,
         );
-        instances.push(Instance {
-            hub,
-            service: ChatService::new(store.clone(), wire.clone()),
-        });
+        instances.push(Instance { hub, service });
     }
 
     let mut queues = Vec::new();

@@ -22,6 +22,7 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::revocations::Revocations;
 use crate::metrics::Metrics;
 
 pub(crate) use chat_domain::{ConnectionId, SubscriptionKey};
@@ -195,6 +196,7 @@ impl Hub {
         events: BusEvents,
         config: HubConfig,
         metrics: Arc<Metrics>,
+        revocations: Arc<Revocations>,
     ) -> (HubHandle, tokio::task::JoinHandle<()>) {
         let shards = default_shards();
         let engine_config = EngineConfig {
@@ -221,7 +223,7 @@ impl Hub {
             senders.push(commands);
         }
         let weak = senders.iter().map(|s| s.downgrade()).collect();
-        let task = tokio::spawn(dispatch(events, bus, weak));
+        let task = tokio::spawn(dispatch(events, bus, weak, revocations));
         (
             HubHandle {
                 shards: senders.into(),
@@ -231,14 +233,18 @@ impl Hub {
     }
 }
 
-/// Routes bus events to the shards, and resubscribes when the bus stream ends. Holds the
-/// shards only weakly: they stop when the last handle is gone.
+/// Routes bus events to the shards and control events to the revocations, and
+/// resubscribes when the bus stream ends. Holds the shards only weakly: they stop when the
+/// last handle is gone.
 async fn dispatch(
     mut events: BusEvents,
     bus: Arc<dyn MessageBus>,
     shards: Vec<mpsc::WeakUnboundedSender<Command>>,
+    revocations: Arc<Revocations>,
 ) {
     let to_all = |shards: &[mpsc::WeakUnboundedSender<Command>]| {
+        let revocations = revocations.clone();
+        tokio::spawn(async move { revocations.handle_bus_gap().await });
         let mut alive = false;
         for shard in shards {
             if let Some(shard) = shard.upgrade() {
@@ -253,6 +259,10 @@ async fn dispatch(
                 [shard_of(message.chat_room_id, shards.len())]
             .upgrade()
             .is_some_and(|shard| shard.send(Command::Message(message)).is_ok()),
+            Some(BusEvent::Control(event)) => {
+                revocations.handle_control(&event);
+                true
+            }
             Some(BusEvent::MayHaveMissedMessages) => to_all(&shards),
             None => {
                 events = resubscribe(bus.as_ref()).await;

@@ -11,6 +11,7 @@ mod context;
 #[cfg(test)]
 mod fault_tests;
 pub(crate) mod hub;
+pub(crate) mod revocations;
 mod session;
 
 pub(crate) use context::{GatewayContext, Lifecycle};

@@ -7,7 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_domain::{Caller, ChatError, ChatMessageRequest, IdempotencyKey};
+use chat_domain::{
+    Caller, ChatError, ChatMessageRequest, IdempotencyKey, Operation, RoomId, SenderId,
+};
 use chat_session::{Action, Authenticated, CloseReason, Note, SendId, Session};
 use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
@@ -22,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::context::GatewayContext;
 use super::hub::{ConnectionId, Outbound, Outbox, sleep_until_some};
+use super::revocations::{RevokedSender, revocable};
 use crate::metrics::Metrics;
 
 /// The upgraded connection a session runs on.
@@ -55,6 +58,12 @@ struct Shell {
     /// The socket failed; nothing more is written to it.
     broken: bool,
     sends: FuturesUnordered<PendingSend>,
+    connection: ConnectionId,
+    /// Who the session authenticated, once it has.
+    caller: Option<Arc<Caller>>,
+    /// Where the revocations reach this session, and what it registered there.
+    revoked: RevokedSender,
+    watched: Vec<(RoomId, SenderId)>,
 }
 
 /// Runs one session until the client leaves, breaks the protocol, falls too far behind or
@@ -77,12 +86,17 @@ pub(crate) async fn run(
     let metrics = context.metrics.clone();
     metrics.connections_opened.inc();
     metrics.connections_current.inc();
+    let (revoked, mut revocations) = mpsc::unbounded_channel();
     let mut shell = Shell {
         context,
         outbox,
         sink,
         broken: false,
         sends: FuturesUnordered::new(),
+        connection,
+        caller: None,
+        revoked,
+        watched: Vec::new(),
     };
     let mut draining = false;
     let reason = loop {
@@ -97,6 +111,7 @@ pub(crate) async fn run(
                 session.handle_shutdown(shell.context.lifecycle.reconnect_delay(), now());
             }
             why = outbox.evicted() => session.handle_evicted(&why),
+            Some(room) = revocations.recv() => session.handle_revoked(room),
             Some(item) = queue.recv() => {
                 if shell.write_queued(item, &mut queue).await {
                     session.handle_written(now());
@@ -122,6 +137,7 @@ pub(crate) async fn run(
         }
     };
     shell.context.hub.disconnect(connection);
+    shell.context.revocations.forget(connection, &shell.watched);
     // Let already accepted SENDs finish storing before the socket goes: a message whose
     // RECEIPT could still be sent should not be cut off half-way.
     while let Some((id, result)) = shell.sends.next().await {
@@ -165,8 +181,9 @@ impl Shell {
                             expires_at: verified.expires_at.map(until_instant),
                         })
                         .map_err(|error| error.to_string());
-                    if verified.is_err() {
-                        self.context.metrics.rejected("UNAUTHENTICATED");
+                    match &verified {
+                        Ok(authenticated) => self.caller = Some(authenticated.caller.clone()),
+                        Err(_) => self.context.metrics.rejected("UNAUTHENTICATED"),
                     }
                     session.handle_authenticated(verified, now());
                 }
@@ -175,11 +192,7 @@ impl Shell {
                     room,
                     resume_after,
                 } => {
-                    let answer = self
-                        .context
-                        .hub
-                        .subscribe(key, room, self.outbox.clone(), resume_after)
-                        .await;
+                    let answer = self.subscribe(key, room, resume_after).await;
                     session.handle_subscribed(answer);
                 }
                 Action::Unsubscribe { key, room } => self.context.hub.unsubscribe(key, room),
@@ -194,6 +207,48 @@ impl Shell {
         }
         count(&self.context.metrics, session);
         closing
+    }
+
+    /// Checks access (the replay of a resume is covered by the same check), registers a
+    /// subscription that a removal from the room's members must end, then subscribes in
+    /// the hub.
+    async fn subscribe(
+        &mut self,
+        key: super::hub::SubscriptionKey,
+        room: RoomId,
+        resume_after: Option<chat_domain::Seq>,
+    ) -> Result<(), ChatError> {
+        let caller = self
+            .caller
+            .clone()
+            .unwrap_or_else(|| Arc::new(Caller::Open));
+        let found = self
+            .context
+            .service
+            .authorize(&caller, room, Operation::Read)
+            .await?;
+        if let Some(user) = revocable(&caller, &found) {
+            self.context.revocations.watch(
+                room,
+                user,
+                self.connection,
+                caller.clone(),
+                self.revoked.clone(),
+            );
+            if !self.watched.contains(&(room, user)) {
+                self.watched.push((room, user));
+            }
+            // A removal that landed between the check and the registration found nothing
+            // to end; asking again now sees it (its cache entry went before the watches).
+            self.context
+                .service
+                .authorize(&caller, room, Operation::Read)
+                .await?;
+        }
+        self.context
+            .hub
+            .subscribe(key, room, self.outbox.clone(), resume_after)
+            .await
     }
 
     /// session → service → store → bus, then the hub delivers it here in seq order.

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chat_domain::{
-    Caller, ChatError, ChatMessagePublish, ChatMessageRequest, HistoryQuery, IdempotencyKey, Room,
-    RoomId, ValidationError,
+    Caller, ChatError, ChatMessagePublish, ChatMessageRequest, HistoryQuery, IdempotencyKey,
+    Operation, Room, RoomId, RoomListLimit, RoomListQuery, SenderId, ValidationError, Visibility,
 };
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,9 @@ struct RoomBody {
     name: String,
     created_at: String,
     last_seq: i64,
+    visibility: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_id: Option<i64>,
 }
 
 impl From<Room> for RoomBody {
@@ -36,6 +39,8 @@ impl From<Room> for RoomBody {
             name: room.name,
             created_at: room.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
             last_seq: room.last_seq.0,
+            visibility: room.visibility.as_str(),
+            owner_id: room.owner.map(SenderId::get),
         }
     }
 }
@@ -43,6 +48,14 @@ impl From<Room> for RoomBody {
 #[derive(Debug, Deserialize)]
 struct CreateRoom {
     name: Option<String>,
+    visibility: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberBody {
+    chat_room_id: i64,
+    user_id: i64,
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
@@ -98,7 +111,7 @@ pub(crate) fn routes(
         .and(body)
         .and(state.clone())
         .then(
-            |_caller: Caller, body: bytes::Bytes, state: Arc<AppState>| async move {
+            |caller: Caller, body: bytes::Bytes, state: Arc<AppState>| async move {
                 let request: CreateRoom = match serde_json::from_slice(&body) {
                     Ok(request) => request,
                     Err(e) => return invalid(ValidationError::InvalidJson(e.to_string())),
@@ -106,35 +119,51 @@ pub(crate) fn routes(
                 let Some(name) = request.name else {
                     return invalid(ValidationError::MissingField("name"));
                 };
-                result(
-                    StatusCode::CREATED,
-                    state.service.create_room(&name).await.map(RoomBody::from),
-                )
+                let visibility = match request.visibility.as_deref().map(Visibility::parse) {
+                    None => Visibility::Public,
+                    Some(Ok(visibility)) => visibility,
+                    Some(Err(error)) => return invalid(error),
+                };
+                let created = state
+                    .service
+                    .create_room_as(&caller, &name, visibility)
+                    .await;
+                result(StatusCode::CREATED, created.map(RoomBody::from))
             },
         );
     let list_rooms = rooms
         .and(warp::get())
         .and(caller.clone())
+        .and(warp::query::<HashMap<String, String>>())
         .and(state.clone())
-        .then(|_caller: Caller, state: Arc<AppState>| async move {
-            let rooms = state.service.list_rooms().await;
-            result(
-                StatusCode::OK,
-                rooms.map(|r| r.into_iter().map(RoomBody::from).collect::<Vec<_>>()),
-            )
-        });
+        .then(
+            |caller: Caller, params: HashMap<String, String>, state: Arc<AppState>| async move {
+                let query = match room_list_query(&params) {
+                    Ok(query) => query,
+                    Err(error) => return invalid(error),
+                };
+                match state.service.list_rooms_as(&caller, query).await {
+                    Ok(rooms) => room_page(rooms, query),
+                    Err(error) => problem::from_chat_error(&error),
+                }
+            },
+        );
     let get_room = room
         .and(warp::get())
         .and(caller.clone())
         .and(state.clone())
-        .then(
-            |id: i64, _caller: Caller, state: Arc<AppState>| async move {
-                result(
-                    StatusCode::OK,
-                    state.service.room(RoomId(id)).await.map(RoomBody::from),
-                )
-            },
-        );
+        .then(|id: i64, caller: Caller, state: Arc<AppState>| async move {
+            let found = state
+                .service
+                .authorize(&caller, RoomId(id), Operation::Read)
+                .await;
+            // The cached copy may be behind on lastSeq; the answer reads it fresh.
+            let fresh = match found {
+                Ok(_) => state.service.room(RoomId(id)).await,
+                Err(error) => Err(error),
+            };
+            result(StatusCode::OK, fresh.map(RoomBody::from))
+        });
     let history =
         messages
             .and(warp::get())
@@ -143,14 +172,14 @@ pub(crate) fn routes(
             .and(state.clone())
             .then(
                 |id: i64,
-                 _caller: Caller,
+                 caller: Caller,
                  params: HashMap<String, String>,
                  state: Arc<AppState>| async move {
                     let query = match history_query(&params) {
                         Ok(query) => query,
                         Err(error) => return invalid(error),
                     };
-                    let page = state.service.history(RoomId(id), query).await;
+                    let page = state.service.history_as(&caller, RoomId(id), query).await;
                     result(
                         StatusCode::OK,
                         page.map(|messages| {
@@ -164,10 +193,10 @@ pub(crate) fn routes(
             );
     let post_message = messages
         .and(warp::post())
-        .and(caller)
+        .and(caller.clone())
         .and(warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes()))
         .and(warp::header::optional::<String>("idempotency-key"))
-        .and(state)
+        .and(state.clone())
         .then(
             |id: i64,
              caller: Caller,
@@ -219,20 +248,149 @@ pub(crate) fn routes(
         .unify()
         .or(post_message)
         .unify()
+        .or(member_routes(caller, state))
+        .unify()
+}
+
+/// `GET/PUT/DELETE /api/chatrooms/{id}/members/{userId}`: ask, add, remove. The owner or
+/// an admin manages members; a user may ask about and end their own membership.
+fn member_routes(
+    caller: impl Filter<Extract = (Caller,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+    state: impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let member = warp::path!("api" / "chatrooms" / i64 / "members" / i64);
+    let body = |room: i64, user: i64| MemberBody {
+        chat_room_id: room,
+        user_id: user,
+    };
+    let ask = member
+        .and(warp::get())
+        .and(caller.clone())
+        .and(state.clone())
+        .then(
+            move |room: i64, user: i64, caller: Caller, state: Arc<AppState>| async move {
+                let asked = state
+                    .service
+                    .is_member_as(&caller, RoomId(room), SenderId(user))
+                    .await;
+                match asked {
+                    Ok(true) => json(StatusCode::OK, &body(room, user)),
+                    Ok(false) => not_a_member(room, user),
+                    Err(error) => problem::from_chat_error(&error),
+                }
+            },
+        );
+    let add = member
+        .and(warp::put())
+        .and(caller.clone())
+        .and(state.clone())
+        .then(
+            move |room: i64, user: i64, caller: Caller, state: Arc<AppState>| async move {
+                let added = state
+                    .service
+                    .add_member_as(&caller, RoomId(room), SenderId(user))
+                    .await;
+                match added {
+                    Ok(true) => json(StatusCode::CREATED, &body(room, user)),
+                    Ok(false) => json(StatusCode::OK, &body(room, user)),
+                    Err(error) => problem::from_chat_error(&error),
+                }
+            },
+        );
+    let remove = member
+        .and(warp::delete())
+        .and(caller)
+        .and(state)
+        .then(
+            |room: i64, user: i64, caller: Caller, state: Arc<AppState>| async move {
+                let (room_id, user_id) = (RoomId(room), SenderId(user));
+                let removed = state
+                    .service
+                    .remove_member_as(&caller, room_id, user_id)
+                    .await;
+                match removed {
+                    Ok((was_member, published)) => {
+                        // This instance's subscriptions end now, whatever the bus does;
+                        // the event through the bus ends them on the others.
+                        state.gateway.revocations.revoke(room_id, user_id);
+                        if let Some(error) = published {
+                            tracing::warn!(%error, room, user, "could not tell the other instances about a removed member; they find out when their bus reports the gap");
+                        }
+                        if was_member {
+                            StatusCode::NO_CONTENT.into_response()
+                        } else {
+                            not_a_member(room, user)
+                        }
+                    }
+                    Err(error) => problem::from_chat_error(&error),
+                }
+            },
+        );
+    ask.or(add).unify().or(remove).unify()
+}
+
+fn not_a_member(room: i64, user: i64) -> Response {
+    problem::response(
+        StatusCode::NOT_FOUND,
+        "NOT_A_MEMBER",
+        &format!("user {user} is not a member of room {room}"),
+    )
+}
+
+/// The page as a JSON array (what the seed's front end reads), with a `Link` to the next
+/// page when this one is full.
+fn room_page(rooms: Vec<Room>, query: RoomListQuery) -> Response {
+    let next = (rooms.len() >= query.limit.get() as usize)
+        .then(|| rooms.last().map(|room| room.id))
+        .flatten();
+    let body: Vec<RoomBody> = rooms.into_iter().map(RoomBody::from).collect();
+    let mut response = json(StatusCode::OK, &body);
+    if let Some(last) = next {
+        let link = format!(
+            "</api/chatrooms?afterId={last}&limit={}>; rel=\"next\"",
+            query.limit.get()
+        );
+        if let Ok(value) = warp::http::HeaderValue::from_str(&link) {
+            response
+                .headers_mut()
+                .insert(warp::http::header::LINK, value);
+        }
+    }
+    response
+}
+
+fn room_list_query(params: &HashMap<String, String>) -> Result<RoomListQuery, ValidationError> {
+    let after = integer(params, "afterId")?;
+    let limit =
+        integer(params, "limit")?.map_or(Ok(RoomListLimit::DEFAULT), RoomListLimit::parse)?;
+    Ok(RoomListQuery {
+        after: after.map(RoomId),
+        limit,
+        visible_to: None,
+    })
+}
+
+fn integer(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ValidationError> {
+    params
+        .get(name)
+        .map(|raw| {
+            raw.parse::<i64>().map_err(|_| {
+                ValidationError::InvalidJson(format!(
+                    "query parameter {name}={raw:?} is not an integer"
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn history_query(params: &HashMap<String, String>) -> Result<HistoryQuery, ValidationError> {
-    let number = |name: &str| -> Result<Option<i64>, ValidationError> {
-        params
-            .get(name)
-            .map(|raw| {
-                raw.parse::<i64>().map_err(|_| {
-                    ValidationError::InvalidJson(format!(
-                        "query parameter {name}={raw:?} is not an integer"
-                    ))
-                })
-            })
-            .transpose()
-    };
-    HistoryQuery::parse(number("afterSeq")?, number("beforeSeq")?, number("limit")?)
+    HistoryQuery::parse(
+        integer(params, "afterSeq")?,
+        integer(params, "beforeSeq")?,
+        integer(params, "limit")?,
+    )
 }
