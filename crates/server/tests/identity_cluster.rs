@@ -1,8 +1,8 @@
-//! Private rooms on two real `chat-server` processes in jwt mode, sharing one PostgreSQL
-//! and one Redis: members read and write, others are refused on every path (SUBSCRIBE,
-//! SEND, history, the room list), and removing a member ends their live subscription on
-//! the other instance within a second, through the bus, or through the store when the bus
-//! lost the event.
+//! Two real `chat-server` processes in jwt mode, sharing one PostgreSQL and one Redis: the
+//! original scenario with signed-in users, and private rooms: members read and write,
+//! others are refused on every path (SUBSCRIBE, SEND, history, the room list), and removing
+//! a member ends their live subscription on the other instance within a second, through
+//! the bus, or through the store when the bus lost the event.
 
 mod support;
 
@@ -140,6 +140,53 @@ async fn expect_error(client: &mut StompClient, code: &str) -> Value {
     );
     assert_eq!(body["code"], code, "{body}");
     body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_scenario_with_signed_in_users_on_two_instances() {
+    let cluster = Cluster::start().await;
+    let (status, room) = call(
+        reqwest::Method::POST,
+        cluster.a.http("/api/chatrooms"),
+        OWNER,
+        Some(json!({"name": "lobby"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{room}");
+    assert_eq!(room["visibility"], "public");
+    let room = room["id"].as_i64().unwrap();
+    let destination = format!("/topic/chatroom/{room}");
+    let mut on_a = session(&cluster.a, MEMBER).await;
+    let mut on_b = session(&cluster.b, STRANGER).await;
+    on_a.subscribe("room", &destination).await;
+    on_b.subscribe("room", &destination).await;
+    // The body names nobody: the sender is the token's user, with the token's name.
+    on_a.send_chat(&chat(room, "hello from A"), Some("r1"))
+        .await;
+    on_a.expect_receipt("r1").await;
+    for client in [&mut on_a, &mut on_b] {
+        let (_, got) = client.next_message().await;
+        assert_eq!(got["content"], "hello from A");
+        assert_eq!(got["senderId"], MEMBER);
+        assert_eq!(got["senderNickname"], format!("user{MEMBER}"));
+    }
+    let (status, stored) = call(
+        reqwest::Method::GET,
+        cluster.b.http(&format!("/api/chatrooms/{room}/messages")),
+        STRANGER,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stored[0]["content"], "hello from A", "stored in PostgreSQL");
+    // Speaking for someone else is refused, and nothing is stored.
+    on_b.send_chat(
+        &json!({"chatRoomId": room, "senderId": MEMBER, "content": "it was me"}).to_string(),
+        Some("r2"),
+    )
+    .await;
+    expect_error(&mut on_b, "SENDER_MISMATCH").await;
+    on_a.expect_silence(Duration::from_millis(300)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
