@@ -14,6 +14,9 @@ async fn start_server(
     configure: impl FnOnce(&mut Settings),
 ) -> (String, ShutdownHandle, tokio::task::JoinHandle<()>) {
     let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap());
+    // A load generator: the rate limits are off, as scripts/bench runs them.
+    settings.send_rate = 0;
+    settings.room_create_rate = 0;
     configure(&mut settings);
     let app = Application::build_with(settings, Adapters::in_memory())
         .await

@@ -89,6 +89,9 @@ pub enum ChatError {
     /// The caller may not do this.
     #[error("not allowed: {0}")]
     Forbidden(String),
+    /// The caller went over a rate limit; nothing was done.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
 }
 
 impl ChatError {
@@ -104,6 +107,7 @@ impl ChatError {
             Self::BusUnavailable(_) => "BUS_UNAVAILABLE",
             Self::SenderMismatch { .. } => "SENDER_MISMATCH",
             Self::Forbidden(_) => "FORBIDDEN",
+            Self::RateLimited(_) => "RATE_LIMITED",
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::gateway::admission::Admission;
 use crate::gateway::hub::{Hub, HubConfig};
 use crate::gateway::revocations::Revocations;
 use crate::gateway::{GatewayContext, Lifecycle};
@@ -131,6 +132,14 @@ impl Adapters {
             bus,
         })
     }
+}
+
+/// The token bucket of one connection's SENDs: `rate` per second, `burst` at once; `None`
+/// when `rate` is 0 (no limit).
+fn send_quota(rate: u32, burst: u32) -> Option<governor::Quota> {
+    let rate = std::num::NonZeroU32::new(rate)?;
+    let burst = std::num::NonZeroU32::new(burst).unwrap_or(rate);
+    Some(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
 /// Triggers a graceful shutdown of a running [`Application`].
@@ -251,8 +260,20 @@ impl Application {
                 connect_timeout: settings.connect_timeout(),
                 instance: instance_id(local_addr),
                 max_sends_in_flight: MAX_SENDS_IN_FLIGHT,
+                max_subscriptions: usize::try_from(settings.max_subscriptions)
+                    .unwrap_or(usize::MAX),
+                max_subscription_id_bytes: usize::try_from(settings.max_subscription_id_bytes)
+                    .unwrap_or(usize::MAX),
+                idle_timeout: settings.idle_timeout,
             },
             outbound_queue: settings.outbound_queue,
+            write_timeout: settings.write_timeout,
+            send_rate: send_quota(settings.send_rate, settings.send_burst),
+            send_rate_per_sec: settings.send_rate,
+            admission: Arc::new(Admission::new(
+                settings.max_connections,
+                settings.max_connections_per_ip,
+            )),
             shutdown: shutdown.clone(),
             lifecycle: Arc::new(Lifecycle::new(settings.drain_window())),
             metrics: metrics.clone(),
@@ -261,6 +282,8 @@ impl Application {
             service,
             gateway,
             metrics,
+            room_creations: crate::state::room_creation_limit(settings.room_create_rate),
+            room_create_rate: settings.room_create_rate,
         });
         // The listener stays open while draining, so probes see 503 and new upgrades get a
         // clear refusal; it closes once the sessions are gone.
@@ -268,6 +291,7 @@ impl Application {
             listener,
             state.clone(),
             listening_stopped,
+            settings.header_read_timeout,
         ));
         tracing::info!(address = %local_addr, "chat-server listening; STOMP over WebSocket at /ws");
         Ok(Self {

@@ -182,8 +182,64 @@ pub struct Settings {
     #[arg(long, env = "CHAT_JWT_NAME_CLAIM", default_value = "name")]
     pub jwt_name_claim: String,
 
+    /// SENDs per second one connection may make (token bucket, refilled at this rate;
+    /// over it a SEND is refused with RATE_LIMITED and not stored). 0: no limit.
+    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 50)]
+    pub send_rate: u32,
+
+    /// How many SENDs a connection may make at once before the rate applies.
+    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub send_burst: u32,
+
+    /// Rooms one user (in open mode: one client address) may create per minute; over it
+    /// POST /api/chatrooms answers 429 RATE_LIMITED. 0: no limit.
+    #[arg(long, env = "CHAT_ROOM_CREATE_RATE", default_value_t = 30)]
+    pub room_create_rate: u32,
+
+    /// Subscriptions one connection may hold; more are refused (TOO_MANY_SUBSCRIPTIONS).
+    #[arg(long, env = "CHAT_MAX_SUBSCRIPTIONS", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_subscriptions: u64,
+
+    /// Longest subscription id accepted, in bytes.
+    #[arg(long, env = "CHAT_MAX_SUBSCRIPTION_ID_BYTES", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_subscription_id_bytes: u64,
+
+    /// WebSocket sessions this instance serves at once; more upgrades get 503. 0: no limit.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// WebSocket sessions one client address may hold on this instance; more upgrades get
+    /// 503. 0: no limit. Behind a proxy every client shares its address: set it there.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// How long a write to a client may wait (a client that stops reading fills its
+    /// socket and is disconnected after this): 10s, 1m.
+    #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value = "10s", value_parser = bounded_duration)]
+    pub write_timeout: Duration,
+
+    /// How long a client may take to send a request's headers (slowloris): 10s.
+    #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = bounded_duration)]
+    pub header_read_timeout: Duration,
+
+    /// A connected STOMP client that sends nothing at all (not even heart-beats) for this
+    /// long is disconnected: 5m.
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT", default_value = "5m", value_parser = bounded_duration)]
+    pub idle_timeout: Duration,
+
     #[command(subcommand)]
     pub tool: Option<Tool>,
+}
+
+/// A duration like `10s`, `250ms`, `5m`, between 1 ms and 1 day (larger ones overflow
+/// instants, smaller ones are mistakes).
+fn bounded_duration(value: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(value).map_err(|e| format!("{e} (write e.g. 10s, 500ms, 5m)"))?;
+    if duration < Duration::from_millis(1) || duration > Duration::from_secs(86_400) {
+        return Err(format!("{value} is outside 1ms..=1d"));
+    }
+    Ok(duration)
 }
 
 fn parse_heartbeat(value: &str) -> Result<HeartBeat, String> {
@@ -248,6 +304,15 @@ mod tests {
             "CHAT_OUTBOUND_QUEUE",
             "CHAT_SHUTDOWN_GRACE_SECS",
             "CHAT_LOG_FORMAT",
+            "CHAT_SEND_RATE",
+            "CHAT_SEND_BURST",
+            "CHAT_ROOM_CREATE_RATE",
+            "CHAT_MAX_SUBSCRIPTIONS",
+            "CHAT_MAX_CONNECTIONS",
+            "CHAT_MAX_CONNECTIONS_PER_IP",
+            "CHAT_WRITE_TIMEOUT",
+            "CHAT_HEADER_READ_TIMEOUT",
+            "CHAT_IDLE_TIMEOUT",
         ] {
             assert!(help.contains(var), "--help does not mention {var}");
         }
@@ -272,6 +337,18 @@ mod tests {
             }
         );
         assert!(Settings::try_parse_from(["chat-server", "--heartbeat", "soon"]).is_err());
+        for (flag, bad) in [
+            ("--write-timeout", "0s"),
+            ("--write-timeout", "400d"),
+            ("--idle-timeout", "forever"),
+            ("--max-subscriptions", "0"),
+            ("--send-burst", "0"),
+        ] {
+            assert!(
+                Settings::try_parse_from(["chat-server", flag, bad]).is_err(),
+                "{flag} {bad} must be refused"
+            );
+        }
         assert!(Settings::try_parse_from(["chat-server", "--bind", "nowhere"]).is_err());
     }
 }

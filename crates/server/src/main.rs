@@ -21,6 +21,13 @@ async fn main() -> ExitCode {
         };
     }
     telemetry::init(settings.log_format);
+    let mut signals = match shutdown::StopSignals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!("chat-server cannot catch SIGTERM/SIGINT: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(error) => {
@@ -30,7 +37,7 @@ async fn main() -> ExitCode {
     };
     let stop = app.shutdown_handle();
     tokio::spawn(async move {
-        let received = shutdown::signal().await;
+        let received = signals.recv().await;
         stop.trigger();
         tracing::info!(signal = received.as_str(), "stop signal received");
     });

@@ -45,6 +45,12 @@ pub(crate) struct Metrics {
     bus_reconnects: Counter,
     bus_decode_failures: Counter,
     pub(crate) slow_consumer_disconnects: Counter,
+    /// Writes to a client that timed out (it stopped reading).
+    pub(crate) write_timeouts: Counter,
+    /// WebSocket upgrades refused by a connection limit, by limit.
+    connections_refused: Family<Label, Counter>,
+    /// Failed accepts of the listener (out of file descriptors and the like).
+    pub(crate) accept_errors: Counter,
     pub(crate) gap_backfills: Counter,
     /// Stored messages not handed to the bus because its queue was full.
     pub(crate) publish_dropped: Counter,
@@ -81,6 +87,9 @@ impl Metrics {
             bus_reconnects: Counter::default(),
             bus_decode_failures: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
+            write_timeouts: Counter::default(),
+            connections_refused: Family::default(),
+            accept_errors: Counter::default(),
             gap_backfills: Counter::default(),
             publish_dropped: Counter::default(),
             fanout_lag: Gauge::default(),
@@ -193,11 +202,32 @@ impl Metrics {
             metrics.slow_consumer_disconnects.clone(),
         );
         r.register(
+            "chat_write_timeouts",
+            "Writes to a client that did not finish within CHAT_WRITE_TIMEOUT (the client was disconnected)",
+            metrics.write_timeouts.clone(),
+        );
+        r.register(
+            "chat_connections_refused",
+            "WebSocket upgrades refused by CHAT_MAX_CONNECTIONS or CHAT_MAX_CONNECTIONS_PER_IP",
+            metrics.connections_refused.clone(),
+        );
+        r.register(
+            "chat_accept_errors",
+            "Connections the listener failed to accept (e.g. out of file descriptors)",
+            metrics.accept_errors.clone(),
+        );
+        r.register(
             "chat_gap_backfills",
             "Gaps in a room's seq filled from the store",
             metrics.gap_backfills.clone(),
         );
         metrics
+    }
+
+    pub(crate) fn connection_refused(&self, limit: &'static str) {
+        self.connections_refused
+            .get_or_create(&[("limit", limit)])
+            .inc();
     }
 
     pub(crate) fn frame_received(&self, command: &'static str) {

@@ -41,6 +41,7 @@ pub(crate) fn from_chat_error(error: &ChatError) -> Response {
         ChatError::UnknownRoom(_) => StatusCode::NOT_FOUND,
         ChatError::SenderMismatch { .. } | ChatError::Forbidden(_) => StatusCode::FORBIDDEN,
         ChatError::InvalidResume { .. } => StatusCode::BAD_REQUEST,
+        ChatError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         ChatError::StoreUnavailable(_)
         | ChatError::StoreOutcomeUnknown(_)
         | ChatError::BusUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -53,6 +54,12 @@ pub(crate) fn from_chat_error(error: &ChatError) -> Response {
 pub(crate) struct Unauthenticated(pub(crate) String);
 
 impl warp::reject::Reject for Unauthenticated {}
+
+/// A request body that is not `application/json`.
+#[derive(Debug)]
+pub(crate) struct UnsupportedMediaType;
+
+impl warp::reject::Reject for UnsupportedMediaType {}
 
 /// Turns what warp rejected (no route, wrong method, body too large, no credential) into
 /// problem+json.
@@ -67,7 +74,13 @@ pub(crate) async fn recover(
         );
         return Ok(response);
     }
-    let (status, code, detail) = if let Some(e) = rejection.find::<warp::cors::CorsForbidden>() {
+    let (status, code, detail) = if rejection.find::<UnsupportedMediaType>().is_some() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as JSON with Content-Type: application/json".to_owned(),
+        )
+    } else if let Some(e) = rejection.find::<warp::cors::CorsForbidden>() {
         (StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED", e.to_string())
     } else if rejection.is_not_found() {
         (

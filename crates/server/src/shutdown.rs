@@ -17,24 +17,51 @@ impl StopSignal {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT. It logs nothing, so the caller can start the
-/// shutdown before anything that could fail (writing a log line to a broken pipe).
-pub async fn signal() -> StopSignal {
+/// The stop signals, caught from the moment [`StopSignals::install`] returns: install them
+/// before the server says it listens, or a signal sent right after that line would still
+/// get the default action and kill the process without a shutdown.
+#[derive(Debug)]
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return StopSignal::Interrupt;
-        };
-        tokio::select! {
-            _ = term.recv() => StopSignal::Terminate,
-            _ = tokio::signal::ctrl_c() => StopSignal::Interrupt,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Registers the handlers now. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// When the handlers cannot be registered.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        StopSignal::Interrupt
+
+    /// Resolves on the first SIGTERM or SIGINT. It logs nothing, so the caller can start
+    /// the shutdown before anything that could fail (writing a log line to a broken pipe).
+    pub async fn recv(&mut self) -> StopSignal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => StopSignal::Terminate,
+                _ = self.interrupt.recv() => StopSignal::Interrupt,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            StopSignal::Interrupt
+        }
     }
 }

@@ -34,6 +34,22 @@ pub struct SessionConfig {
     /// driver stops reading), which pushes back on the client through TCP. Counted in
     /// frames, however many of them one WebSocket message holds.
     pub max_sends_in_flight: usize,
+    /// Subscriptions one connection may hold (the errors queue included).
+    pub max_subscriptions: usize,
+    /// Longest subscription id, in bytes.
+    pub max_subscription_id_bytes: usize,
+    /// A connected client that sends nothing at all for this long is disconnected, also
+    /// when it negotiated no heart-beats.
+    pub idle_timeout: Duration,
+}
+
+impl SessionConfig {
+    /// Subscriptions per connection by default.
+    pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 64;
+    /// Subscription id length by default.
+    pub const DEFAULT_MAX_SUBSCRIPTION_ID_BYTES: usize = 128;
+    /// Idle limit by default.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 }
 
 /// Names one SEND handed to the chat service, so its answer finds its place.
@@ -50,7 +66,8 @@ pub enum CloseReason {
     /// The delivery engine let the connection go: it fell too far behind, or its resume
     /// could not be replayed.
     SlowConsumer,
-    /// No heart-beat or frame from the client within the negotiated interval.
+    /// No heart-beat or frame from the client within the negotiated interval, or nothing
+    /// at all for the idle limit.
     HeartbeatTimeout,
     /// This instance is draining.
     ServerShutdown,
@@ -60,6 +77,10 @@ pub enum CloseReason {
     Unauthenticated,
     /// The session's token expired.
     TokenExpired,
+    /// Nothing at all from the client for the idle limit.
+    IdleTimeout,
+    /// A text WebSocket message that is not UTF-8 (the WebSocket closes with 1007).
+    InvalidText,
 }
 
 impl CloseReason {
@@ -75,6 +96,8 @@ impl CloseReason {
             Self::ConnectionLost => "connection_lost",
             Self::Unauthenticated => "unauthenticated",
             Self::TokenExpired => "token_expired",
+            Self::IdleTimeout => "idle_timeout",
+            Self::InvalidText => "invalid_text",
         }
     }
 }
@@ -141,6 +164,10 @@ enum ProtocolError {
     Violation(String),
     #[error("no heart-beat or frame from the client within the negotiated interval; closing")]
     HeartbeatTimeout,
+    #[error(
+        "nothing received from the client for {0:?}; closing (send heart-beats to stay connected)"
+    )]
+    Idle(Duration),
 }
 
 fn violation(message: impl Into<String>) -> ProtocolError {
@@ -185,6 +212,8 @@ enum Phase {
         heartbeat: HeartBeatMonitor,
         caller: Arc<Caller>,
         expires_at: Option<Instant>,
+        /// When the client last sent anything (or we last stopped reading it).
+        last_input: Instant,
     },
 }
 
@@ -295,8 +324,14 @@ impl Session {
         if self.closed {
             return;
         }
-        if let Phase::Connected { heartbeat, .. } = &mut self.phase {
+        if let Phase::Connected {
+            heartbeat,
+            last_input,
+            ..
+        } = &mut self.phase
+        {
             heartbeat.on_bytes_received(now);
+            *last_input = now;
         }
         self.decoder.feed(bytes);
         self.decode();
@@ -305,6 +340,18 @@ impl Session {
     /// The client closed the WebSocket.
     pub fn handle_client_closed(&mut self) {
         self.close(CloseReason::ClientClosed);
+    }
+
+    /// A text WebSocket message was not UTF-8: an ERROR saying so, then a close (the
+    /// driver closes the WebSocket with 1007).
+    pub fn handle_invalid_text(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.error_frame(
+            "a text WebSocket message was not valid UTF-8; send STOMP frames as UTF-8 text or as binary messages",
+        );
+        self.close(CloseReason::InvalidText);
     }
 
     /// The socket failed under the session.
@@ -359,6 +406,7 @@ impl Session {
             heartbeat: HeartBeatMonitor::new(negotiated, now, self.config.heartbeat_grace),
             caller: authenticated.caller,
             expires_at: authenticated.expires_at,
+            last_input: now,
         };
         self.write_frame(&connected);
         self.decode();
@@ -481,15 +529,25 @@ impl Session {
                 Err(violation("no CONNECT frame received in time; closing"))
             }
             Phase::AwaitingConnect { .. } | Phase::Authenticating { .. } => Ok(false),
-            Phase::Connected { heartbeat, .. } => {
+            Phase::Connected {
+                heartbeat,
+                last_input,
+                ..
+            } => {
                 if paused {
                     // Not reading is our choice, not the client's silence.
                     heartbeat.on_bytes_received(now);
+                    *last_input = now;
                 }
-                match heartbeat.poll(now) {
-                    HeartBeatAction::Idle => Ok(false),
-                    HeartBeatAction::SendHeartBeat => Ok(true),
-                    HeartBeatAction::PeerTimedOut => Err(ProtocolError::HeartbeatTimeout),
+                let idle = self.config.idle_timeout;
+                if now.saturating_duration_since(*last_input) >= idle {
+                    Err(ProtocolError::Idle(idle))
+                } else {
+                    match heartbeat.poll(now) {
+                        HeartBeatAction::Idle => Ok(false),
+                        HeartBeatAction::SendHeartBeat => Ok(true),
+                        HeartBeatAction::PeerTimedOut => Err(ProtocolError::HeartbeatTimeout),
+                    }
                 }
             }
         };
@@ -527,11 +585,16 @@ impl Session {
             Phase::Connected {
                 heartbeat,
                 expires_at,
+                last_input,
                 ..
-            } => match (heartbeat.next_deadline(), *expires_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            } => [
+                heartbeat.next_deadline(),
+                *expires_at,
+                last_input.checked_add(self.config.idle_timeout),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
         };
         match (timer, self.reconnect_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -641,10 +704,33 @@ impl Session {
         let id: Arc<str> = Arc::from(required(frame, "id")?);
         let destination = required(frame, "destination")?;
         let receipt = frame.header("receipt");
+        if id.len() > self.config.max_subscription_id_bytes {
+            let error = AppError {
+                code: "INVALID_SUBSCRIPTION_ID",
+                message: format!(
+                    "subscription ids are at most {} bytes, this one has {}",
+                    self.config.max_subscription_id_bytes,
+                    id.len()
+                ),
+            };
+            self.app_error(&error, receipt);
+            return Ok(());
+        }
         if self.subscriptions.contains_key(&id) {
             let error = AppError {
                 code: "DUPLICATE_SUBSCRIPTION",
                 message: format!("subscription id {id:?} is already in use on this connection"),
+            };
+            self.app_error(&error, receipt);
+            return Ok(());
+        }
+        if self.subscriptions.len() >= self.config.max_subscriptions {
+            let error = AppError {
+                code: "TOO_MANY_SUBSCRIPTIONS",
+                message: format!(
+                    "a connection holds at most {} subscriptions; UNSUBSCRIBE one first",
+                    self.config.max_subscriptions
+                ),
             };
             self.app_error(&error, receipt);
             return Ok(());
@@ -851,6 +937,7 @@ impl Session {
         self.error_frame(&error.to_string());
         self.close(match error {
             ProtocolError::HeartbeatTimeout => CloseReason::HeartbeatTimeout,
+            ProtocolError::Idle(_) => CloseReason::IdleTimeout,
             _ => CloseReason::ProtocolError,
         });
     }

@@ -23,6 +23,9 @@ fn config() -> SessionConfig {
         connect_timeout: Duration::from_secs(5),
         instance: "test".to_owned(),
         max_sends_in_flight: 3,
+        max_subscriptions: 4,
+        max_subscription_id_bytes: 16,
+        idle_timeout: Duration::from_secs(60),
     }
 }
 
@@ -835,4 +838,94 @@ fn a_session_ends_when_its_token_expires() {
     assert_eq!(closed_with(&h.actions()), Some(CloseReason::TokenExpired));
     let frames = h.frames();
     assert!(frames[0].header("message").unwrap().contains("expired"));
+}
+
+#[test]
+fn subscriptions_are_capped_per_connection_and_ids_are_bounded() {
+    // config(): at most 4 subscriptions (the errors queue counts) and ids of 16 bytes.
+    let mut h = Harness::with_errors();
+    for id in ["a", "b", "c"] {
+        h.input(&bytes(
+            Command::Subscribe,
+            &[("id", id), ("destination", "/topic/chatroom/1")],
+            "",
+        ));
+        let _ = h.actions();
+        h.session.handle_subscribed(Ok(()));
+    }
+    assert_eq!(h.session.subscription_count(), 4);
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "d"), ("destination", "/topic/chatroom/2")],
+        "",
+    ));
+    let actions = h.actions();
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Subscribe { .. })),
+        "the engine is not asked"
+    );
+    assert_eq!(error_codes(&h.frames()), ["TOO_MANY_SUBSCRIPTIONS"]);
+    h.input(&bytes(Command::Unsubscribe, &[("id", "a")], ""));
+    let _ = h.frames();
+    let long = "x".repeat(17);
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", long.as_str()), ("destination", "/topic/chatroom/2")],
+        "",
+    ));
+    assert_eq!(error_codes(&h.frames()), ["INVALID_SUBSCRIPTION_ID"]);
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "d"), ("destination", "/topic/chatroom/2")],
+        "",
+    ));
+    assert!(
+        h.actions()
+            .iter()
+            .any(|a| matches!(a, Action::Subscribe { .. })),
+        "room for one again after an UNSUBSCRIBE"
+    );
+}
+
+#[test]
+fn a_client_without_heart_beats_is_closed_after_the_idle_limit() {
+    let mut h = Harness::new();
+    h.input(&bytes(
+        Command::Connect,
+        &[("accept-version", "1.2"), ("heart-beat", "0,0")],
+        "",
+    ));
+    h.authenticate(Ok(Caller::Open), None);
+    let _ = h.frames();
+    // config(): 60 s. Input at 50 s keeps it alive for another 60 s.
+    h.advance(Duration::from_secs(50));
+    h.input(b"\n");
+    h.advance(Duration::from_secs(59));
+    assert_eq!(closed_with(&h.actions()), None);
+    assert!(
+        h.session.poll_timeout().is_some(),
+        "the idle limit is a timer"
+    );
+    h.advance(Duration::from_secs(1));
+    let actions = h.actions();
+    assert_eq!(closed_with(&actions), Some(CloseReason::IdleTimeout));
+    let frames = h.frames();
+    assert_eq!(frames[0].command, Command::Error);
+}
+
+#[test]
+fn invalid_text_gets_an_error_and_a_close() {
+    let mut h = Harness::connected();
+    h.session.handle_invalid_text();
+    let actions = h.actions();
+    assert_eq!(closed_with(&actions), Some(CloseReason::InvalidText));
+    let frames = h.frames();
+    assert_eq!(frames[0].command, Command::Error);
+    assert!(
+        frames[0]
+            .header("message")
+            .is_some_and(|m| m.contains("UTF-8"))
+    );
 }

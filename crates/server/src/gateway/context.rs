@@ -11,6 +11,7 @@ use chat_domain::ChatService;
 use chat_session::SessionConfig;
 use tokio::sync::{Notify, watch};
 
+use super::admission::Admission;
 use super::hub::HubHandle;
 use super::revocations::Revocations;
 use crate::auth::Authenticator;
@@ -27,6 +28,12 @@ pub(crate) struct GatewayContext {
     pub(crate) origins: OriginPolicy,
     pub(crate) session: SessionConfig,
     pub(crate) outbound_queue: usize,
+    /// How long one write to a client may wait.
+    pub(crate) write_timeout: Duration,
+    /// SENDs per second and burst of one connection; `None`: unlimited.
+    pub(crate) send_rate: Option<governor::Quota>,
+    pub(crate) send_rate_per_sec: u32,
+    pub(crate) admission: Arc<Admission>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) lifecycle: Arc<Lifecycle>,
     pub(crate) metrics: Arc<Metrics>,

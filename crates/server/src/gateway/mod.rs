@@ -7,6 +7,7 @@
 //! cannot set tungstenite's read buffer: its 128 KiB default is zero-filled on every read
 //! poll and stays resident per connection (docs/benchmarks.md measures both).
 
+pub(crate) mod admission;
 mod context;
 #[cfg(test)]
 mod fault_tests;
@@ -32,6 +33,10 @@ use hub::ConnectionId;
 
 /// The path of the STOMP endpoint.
 pub(crate) const PATH: &str = "/ws";
+
+/// The client address of a request, put in its extensions by the listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub(crate) std::net::SocketAddr);
 
 /// Largest WebSocket message accepted. Above the STOMP frame limit on purpose, so that an
 /// oversized frame reaches the decoder and gets a proper ERROR frame rather than a bare
@@ -163,11 +168,32 @@ pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incomi
         },
     };
 
+    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let admitted = match context.admission.admit(peer) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            context.metrics.connection_refused(refusal.as_str());
+            let detail = match refusal {
+                admission::Refusal::Instance => {
+                    "this instance serves as many connections as it is allowed to (CHAT_MAX_CONNECTIONS); try again later or another instance"
+                }
+                admission::Refusal::Address => {
+                    "your address holds as many connections as one address may (CHAT_MAX_CONNECTIONS_PER_IP); close one first"
+                }
+            };
+            return problem::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TOO_MANY_CONNECTIONS",
+                detail,
+            );
+        }
+    };
     let credential = upgrade_credential(&request);
     let on_upgrade = hyper::upgrade::on(&mut request);
     let context = context.clone();
     let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
     tokio::spawn(async move {
+        let _admitted = admitted;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {

@@ -64,6 +64,8 @@ struct Shell {
     /// Where the revocations reach this session, and what it registered there.
     revoked: RevokedSender,
     watched: Vec<(RoomId, SenderId)>,
+    /// SENDs per second this connection may make (`None`: unlimited).
+    send_rate: Option<governor::DefaultDirectRateLimiter>,
 }
 
 /// Runs one session until the client leaves, breaks the protocol, falls too far behind or
@@ -87,6 +89,7 @@ pub(crate) async fn run(
     metrics.connections_opened.inc();
     metrics.connections_current.inc();
     let (revoked, mut revocations) = mpsc::unbounded_channel();
+    let send_rate = context.send_rate.map(governor::RateLimiter::direct);
     let mut shell = Shell {
         context,
         outbox,
@@ -97,6 +100,7 @@ pub(crate) async fn run(
         caller: None,
         revoked,
         watched: Vec::new(),
+        send_rate,
     };
     let mut draining = false;
     let reason = loop {
@@ -125,6 +129,9 @@ pub(crate) async fn run(
                 // Pings are answered by tungstenite itself.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) | None => session.handle_client_closed(),
+                Some(Err(tokio_tungstenite::tungstenite::Error::Utf8(_))) => {
+                    session.handle_invalid_text();
+                }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "websocket read failed");
                     session.handle_connection_lost();
@@ -144,7 +151,7 @@ pub(crate) async fn run(
         session.handle_send_done(id, result);
         let _ = shell.carry_out(&mut session).await;
     }
-    shell.close(&mut stream).await;
+    shell.close(&mut stream, reason).await;
     metrics.connections_current.dec();
     metrics.connection_closed(reason);
     metrics
@@ -259,6 +266,17 @@ impl Shell {
         request: ChatMessageRequest,
         idempotency_key: Option<IdempotencyKey>,
     ) {
+        if let Some(limiter) = &self.send_rate
+            && limiter.check().is_err()
+        {
+            // Answered like any other failed send, in its turn: nothing is stored.
+            let refused = Err(ChatError::RateLimited(format!(
+                "more than {} SENDs per second on this connection; slow down",
+                self.context.send_rate_per_sec
+            )));
+            self.sends.push(Box::pin(std::future::ready((id, refused))));
+            return;
+        }
         let service = self.context.service.clone();
         let hub = self.context.hub.clone();
         self.sends.push(Box::pin(async move {
@@ -309,9 +327,22 @@ impl Shell {
             Ok(text) => Message::text(text),
             Err(not_text) => Message::binary(not_text.into_bytes()),
         };
-        if let Err(error) = self.sink.send(message).await {
-            tracing::debug!(%error, "cannot write to the client");
-            self.broken = true;
+        // A client that stops reading fills its socket buffers and then every write
+        // waits; past the write timeout the connection counts as lost.
+        match tokio::time::timeout(self.context.write_timeout, self.sink.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot write to the client");
+                self.broken = true;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    timeout = ?self.context.write_timeout,
+                    "the client stopped reading; dropping the connection"
+                );
+                self.context.metrics.write_timeouts.inc();
+                self.broken = true;
+            }
         }
         !self.broken
     }
@@ -320,13 +351,25 @@ impl Shell {
     /// until its Close reply, for a bounded time. Dropping the socket with unread input
     /// makes the kernel answer with a TCP RST, and the client's kernel then discards the
     /// ERROR, RECEIPTs and Close frame it has not read yet.
-    async fn close(&mut self, stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+    async fn close(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        reason: CloseReason,
+    ) {
         if !self.broken {
-            let normal = CloseFrame {
-                code: CloseCode::Normal,
+            let code = match reason {
+                CloseReason::InvalidText => CloseCode::Invalid,
+                _ => CloseCode::Normal,
+            };
+            let frame = CloseFrame {
+                code,
                 reason: "".into(),
             };
-            let _ = self.sink.send(Message::Close(Some(normal))).await;
+            let _ = tokio::time::timeout(
+                self.context.write_timeout,
+                self.sink.send(Message::Close(Some(frame))),
+            )
+            .await;
             let _ = tokio::time::timeout(CLOSE_LINGER, async {
                 while let Some(Ok(message)) = stream.next().await {
                     if message.is_close() {
@@ -336,7 +379,7 @@ impl Shell {
             })
             .await;
         }
-        let _ = self.sink.close().await;
+        let _ = tokio::time::timeout(CLOSE_LINGER, self.sink.close()).await;
     }
 }
 

@@ -14,11 +14,15 @@ use warp::Filter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
+use crate::gateway::PeerAddr;
 use crate::problem;
-use crate::state::AppState;
+use crate::state::{AppState, Creator};
 
 /// Largest JSON body accepted by the REST API.
 const MAX_BODY_BYTES: u64 = 64 * 1024;
+/// Creators the room-creation limit remembers before it forgets the ones that are back
+/// to a full allowance.
+const ROOM_LIMIT_KEYS: usize = 10_000;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -73,6 +77,27 @@ fn invalid(error: ValidationError) -> Response {
     problem::from_chat_error(&ChatError::Invalid(error))
 }
 
+/// A JSON request body: `Content-Type: application/json` (with any parameters) and at
+/// most [`MAX_BODY_BYTES`]. Anything else is a 415: a form or `text/plain` body is what a
+/// page on another site can send without a CORS preflight, so it is never accepted.
+fn json_body() -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and_then(|content_type: Option<String>| async move {
+            let essence = content_type
+                .as_deref()
+                .and_then(|value| value.split(';').next())
+                .map(|value| value.trim().to_ascii_lowercase());
+            if essence.as_deref() == Some("application/json") {
+                Ok(())
+            } else {
+                Err(warp::reject::custom(problem::UnsupportedMediaType))
+            }
+        })
+        .untuple_one()
+        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
+        .and(warp::body::bytes())
+}
+
 /// The caller of an API request: `Authorization: Bearer` verified in jwt mode (401
 /// problem+json without a valid one), [`Caller::Open`] in open mode.
 fn authenticate(
@@ -103,34 +128,51 @@ pub(crate) fn routes(
     let rooms = warp::path!("api" / "chatrooms");
     let room = warp::path!("api" / "chatrooms" / i64);
     let messages = warp::path!("api" / "chatrooms" / i64 / "messages");
-    let body = warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes());
-
-    let create_room = rooms
-        .and(warp::post())
-        .and(caller.clone())
-        .and(body)
-        .and(state.clone())
-        .then(
-            |caller: Caller, body: bytes::Bytes, state: Arc<AppState>| async move {
-                let request: CreateRoom = match serde_json::from_slice(&body) {
-                    Ok(request) => request,
-                    Err(e) => return invalid(ValidationError::InvalidJson(e.to_string())),
-                };
-                let Some(name) = request.name else {
-                    return invalid(ValidationError::MissingField("name"));
-                };
-                let visibility = match request.visibility.as_deref().map(Visibility::parse) {
-                    None => Visibility::Public,
-                    Some(Ok(visibility)) => visibility,
-                    Some(Err(error)) => return invalid(error),
-                };
-                let created = state
-                    .service
-                    .create_room_as(&caller, &name, visibility)
-                    .await;
-                result(StatusCode::CREATED, created.map(RoomBody::from))
-            },
-        );
+    let create_room =
+        rooms
+            .and(warp::post())
+            .and(caller.clone())
+            .and(json_body())
+            .and(warp::ext::optional::<PeerAddr>())
+            .and(state.clone())
+            .then(
+                |caller: Caller,
+                 body: bytes::Bytes,
+                 peer: Option<PeerAddr>,
+                 state: Arc<AppState>| async move {
+                    if let Some(limit) = &state.room_creations {
+                        let creator = Creator::of(&caller, peer.map(|p| p.0.ip()));
+                        if limit.check_key(&creator).is_err() {
+                            let error = ChatError::RateLimited(format!(
+                                "at most {} rooms per minute; try again later",
+                                state.room_create_rate
+                            ));
+                            state.metrics.rejected(error.code());
+                            return problem::from_chat_error(&error);
+                        }
+                        if limit.len() > ROOM_LIMIT_KEYS {
+                            limit.retain_recent();
+                        }
+                    }
+                    let request: CreateRoom = match serde_json::from_slice(&body) {
+                        Ok(request) => request,
+                        Err(e) => return invalid(ValidationError::InvalidJson(e.to_string())),
+                    };
+                    let Some(name) = request.name else {
+                        return invalid(ValidationError::MissingField("name"));
+                    };
+                    let visibility = match request.visibility.as_deref().map(Visibility::parse) {
+                        None => Visibility::Public,
+                        Some(Ok(visibility)) => visibility,
+                        Some(Err(error)) => return invalid(error),
+                    };
+                    let created = state
+                        .service
+                        .create_room_as(&caller, &name, visibility)
+                        .await;
+                    result(StatusCode::CREATED, created.map(RoomBody::from))
+                },
+            );
     let list_rooms = rooms
         .and(warp::get())
         .and(caller.clone())
@@ -194,7 +236,7 @@ pub(crate) fn routes(
     let post_message = messages
         .and(warp::post())
         .and(caller.clone())
-        .and(warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes()))
+        .and(json_body())
         .and(warp::header::optional::<String>("idempotency-key"))
         .and(state.clone())
         .then(

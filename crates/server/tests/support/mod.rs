@@ -77,10 +77,14 @@ pub async fn history_at(base: &str, room: i64) -> Vec<serde_json::Value> {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
-/// Settings for tests: port 0, quick heart-beats, the rest as in production.
+/// Settings for tests: port 0, quick heart-beats, no rate limits (tests send and create
+/// rooms as fast as they can, as load tests do; the limits have tests of their own), the
+/// rest as in production.
 pub fn test_settings() -> Settings {
     let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap());
     settings.shutdown_grace_secs = 5;
+    settings.send_rate = 0;
+    settings.room_create_rate = 0;
     settings
 }
 

@@ -39,6 +39,9 @@ impl ServerProcess {
             .env("CHAT_DRAIN_WINDOW_SECS", "1")
             // Open unless a test configures a key (DATABASE_URL alone refuses to start).
             .env("CHAT_AUTH", "none")
+            // No rate limits unless a test sets them (see test_settings).
+            .env("CHAT_SEND_RATE", "0")
+            .env("CHAT_ROOM_CREATE_RATE", "0")
             .stdout(Stdio::piped())
             .stderr(if break_output {
                 Stdio::piped()
