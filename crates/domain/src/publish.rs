@@ -54,6 +54,46 @@ impl ChatMessagePublish {
     /// # Errors
     /// [`BusPayloadError::NotAMessage`] for anything else; the caller logs and counts it.
     pub fn from_bus_payload(payload: &[u8]) -> Result<Self, BusPayloadError> {
+        if payload.len() > Self::MAX_BUS_PAYLOAD {
+            return Err(BusPayloadError::NotAMessage(format!(
+                "{} bytes, more than a chat message can be ({} at most)",
+                payload.len(),
+                Self::MAX_BUS_PAYLOAD
+            )));
+        }
+        let message = Self::decode_lenient(payload)?;
+        message.check().map_err(BusPayloadError::NotAMessage)?;
+        Ok(message)
+    }
+
+    /// Largest bus payload decoded: a maximal message (4,000 characters of up to 4 bytes,
+    /// escaped) with its envelope, encoded twice as Spring does, fits with room to spare.
+    pub const MAX_BUS_PAYLOAD: usize = 128 * 1024;
+
+    /// What a client could not have sent is not delivered either: the same bounds as
+    /// validation (content, nickname, no NUL), positive ids and seq.
+    fn check(&self) -> Result<(), String> {
+        let content = self.content.chars().count();
+        if content > crate::MessageContent::MAX_CHARS {
+            return Err(format!("content of {content} characters"));
+        }
+        let nickname = self.sender_nickname.chars().count();
+        if nickname > crate::SenderNickname::MAX_CHARS {
+            return Err(format!("senderNickname of {nickname} characters"));
+        }
+        if self.content.contains('\0') || self.sender_nickname.contains('\0') {
+            return Err("a NUL character".to_owned());
+        }
+        if self.chat_room_id.get() < 1 || self.message_id.get() < 1 {
+            return Err("an id below 1".to_owned());
+        }
+        if self.seq.is_some_and(|seq| seq.get() < 1) {
+            return Err("a seq below 1".to_owned());
+        }
+        Ok(())
+    }
+
+    fn decode_lenient(payload: &[u8]) -> Result<Self, BusPayloadError> {
         let value: serde_json::Value = serde_json::from_slice(payload)
             .map_err(|e| BusPayloadError::NotAMessage(e.to_string()))?;
         let value = match value {
@@ -128,6 +168,29 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn payloads_a_client_could_not_have_sent_are_refused() {
+        let good = sample();
+        assert!(ChatMessagePublish::from_bus_payload(&good.to_json()).is_ok());
+        let mut long = good.clone();
+        long.content = "x".repeat(4001);
+        assert!(ChatMessagePublish::from_bus_payload(&long.to_json()).is_err());
+        let mut nul = good.clone();
+        nul.sender_nickname = "a\0b".into();
+        assert!(ChatMessagePublish::from_bus_payload(&nul.to_json()).is_err());
+        let mut zero = good.clone();
+        zero.seq = Some(Seq(0));
+        assert!(ChatMessagePublish::from_bus_payload(&zero.to_json()).is_err());
+        let huge = vec![b' '; ChatMessagePublish::MAX_BUS_PAYLOAD + 1];
+        assert!(ChatMessagePublish::from_bus_payload(&huge).is_err());
+        let mut max = good;
+        max.content = "✓".repeat(4000);
+        assert!(
+            ChatMessagePublish::from_bus_payload(&max.to_json()).is_ok(),
+            "the largest valid message fits"
+        );
+    }
 
     fn sample() -> ChatMessagePublish {
         ChatMessagePublish {

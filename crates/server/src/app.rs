@@ -267,6 +267,7 @@ impl Application {
                 idle_timeout: settings.idle_timeout,
             },
             outbound_queue: settings.outbound_queue,
+            outbound_queue_bytes: settings.outbound_queue_bytes,
             write_timeout: settings.write_timeout,
             send_rate: send_quota(settings.send_rate, settings.send_burst),
             send_rate_per_sec: settings.send_rate,

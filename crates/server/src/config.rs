@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_stomp::HeartBeat;
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Whether callers must authenticate.
@@ -127,8 +128,12 @@ pub struct Settings {
     pub max_frame_bytes: usize,
 
     /// Frames that may wait for one client before it counts as too slow and is disconnected.
-    #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 4096)]
+    #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(to_usize))]
     pub outbound_queue: usize,
+
+    /// Bytes that may wait for one client before it counts as too slow and is disconnected.
+    #[arg(long, env = "CHAT_OUTBOUND_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65_536..=1_073_741_824).map(to_usize))]
+    pub outbound_queue_bytes: usize,
 
     /// Seconds a new WebSocket may take to send CONNECT.
     #[arg(long, env = "CHAT_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
@@ -229,6 +234,10 @@ pub struct Settings {
 
     #[command(subcommand)]
     pub tool: Option<Tool>,
+}
+
+fn to_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
 }
 
 /// A duration like `10s`, `250ms`, `5m`, between 1 ms and 1 day (larger ones overflow

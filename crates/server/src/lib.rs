@@ -10,6 +10,7 @@ mod auth;
 pub mod config;
 mod gateway;
 mod http;
+mod incident;
 mod listener;
 mod metrics;
 mod origin;

@@ -34,8 +34,10 @@ pub(crate) fn response(status: StatusCode, code: &str, detail: &str) -> Response
     response
 }
 
-/// The HTTP status for a domain error.
+/// The HTTP status for a domain error; internal details are replaced by a correlation id
+/// (see [`crate::incident`]).
 pub(crate) fn from_chat_error(error: &ChatError) -> Response {
+    let error = &crate::incident::conceal(error.clone(), "a REST request");
     let status = match error {
         ChatError::Invalid(_) => StatusCode::BAD_REQUEST,
         ChatError::UnknownRoom(_) => StatusCode::NOT_FOUND,

@@ -28,6 +28,8 @@ pub(crate) struct GatewayContext {
     pub(crate) origins: OriginPolicy,
     pub(crate) session: SessionConfig,
     pub(crate) outbound_queue: usize,
+    /// Bytes that may wait for one client before it counts as too slow.
+    pub(crate) outbound_queue_bytes: usize,
     /// How long one write to a client may wait.
     pub(crate) write_timeout: Duration,
     /// SENDs per second and burst of one connection; `None`: unlimited.

@@ -256,7 +256,7 @@ async fn run_schedule(seed: u64) -> (Vec<(RoomId, Vec<i64>)>, HashMap<RoomId, i6
         for &room in &rooms {
             for _ in 0..SUBSCRIBERS_PER_ROOM {
                 connection += 1;
-                let (outbox, queue) = Outbox::new(100_000);
+                let (outbox, queue) = Outbox::new(100_000, usize::MAX);
                 let key = SubscriptionKey {
                     connection: ConnectionId(connection),
                     id: Arc::from(format!("sub-{i}")),

@@ -9,6 +9,7 @@
 //! queue is full, or that the engine lets go, is told why and closed (it can resume).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -39,29 +40,55 @@ pub(crate) struct Outbound {
     pub(crate) subscription: Arc<str>,
 }
 
-/// The sending side of a connection's bounded queue.
+impl Outbound {
+    /// Bytes this item adds to the connection's backlog.
+    pub(crate) fn bytes(&self) -> usize {
+        self.prepared.encoded_len_hint() + self.subscription.len()
+    }
+}
+
+/// The sending side of a connection's bounded queue: bounded in frames by the channel and
+/// in bytes by a count (a few large messages are as much backlog as many small ones).
 #[derive(Debug)]
 pub(crate) struct Outbox {
     queue: mpsc::Sender<Outbound>,
     evicted: OnceLock<DisconnectReason>,
     notify: Notify,
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
 }
 
 impl Outbox {
-    pub(crate) fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
         let (queue, receiver) = mpsc::channel(capacity.max(1));
         let outbox = Self {
             queue,
             evicted: OnceLock::new(),
             notify: Notify::new(),
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes: max_bytes.max(1),
         };
         (Arc::new(outbox), receiver)
     }
 
     fn deliver(&self, item: Outbound) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(item) {
+        let bytes = item.bytes();
+        if self.queued_bytes.load(Ordering::Relaxed) + bytes > self.max_bytes {
             self.evict(DisconnectReason::SlowConsumer);
+            return;
         }
+        match self.queue.try_send(item) {
+            Ok(()) => {
+                self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.evict(DisconnectReason::SlowConsumer),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// The connection took `item` off its queue to write it.
+    pub(crate) fn taken(&self, item: &Outbound) {
+        self.queued_bytes.fetch_sub(item.bytes(), Ordering::Relaxed);
     }
 
     fn evict(&self, why: DisconnectReason) {
@@ -496,10 +523,12 @@ async fn replay(
                 prepared: prepare(&ChatMessagePublish::from(message)),
                 subscription: key.id.clone(),
             };
+            let bytes = item.bytes();
             if outbox.queue.send(item).await.is_err() {
                 // The connection is gone; nothing left to replay to.
                 return Ok(());
             }
+            outbox.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         metrics.messages_delivered.inc_by(page.len() as u64);
     }

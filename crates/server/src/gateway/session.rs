@@ -77,7 +77,7 @@ pub(crate) async fn run(
     upgrade_credential: Option<String>,
 ) {
     let (sink, mut stream) = socket.split();
-    let (outbox, mut queue) = Outbox::new(context.outbound_queue);
+    let (outbox, mut queue) = Outbox::new(context.outbound_queue, context.outbound_queue_bytes);
     let mut shutdown = context.shutdown.clone();
     let mut session = Session::new(
         context.session.clone(),
@@ -114,7 +114,9 @@ pub(crate) async fn run(
                 draining = true;
                 session.handle_shutdown(shell.context.lifecycle.reconnect_delay(), now());
             }
-            why = outbox.evicted() => session.handle_evicted(&why),
+            why = outbox.evicted() => {
+                session.handle_evicted(&crate::incident::conceal_disconnect(why));
+            }
             Some(room) = revocations.recv() => session.handle_revoked(room),
             Some(item) = queue.recv() => {
                 if shell.write_queued(item, &mut queue).await {
@@ -200,7 +202,9 @@ impl Shell {
                     resume_after,
                 } => {
                     let answer = self.subscribe(key, room, resume_after).await;
-                    session.handle_subscribed(answer);
+                    session.handle_subscribed(
+                        answer.map_err(|e| crate::incident::conceal(e, "a SUBSCRIBE")),
+                    );
                 }
                 Action::Unsubscribe { key, room } => self.context.hub.unsubscribe(key, room),
                 Action::Send {
@@ -281,16 +285,15 @@ impl Shell {
         let hub = self.context.hub.clone();
         self.sends.push(Box::pin(async move {
             let result = service.send_as(&caller, request, idempotency_key).await;
-            match &result {
-                // Delivered as soon as it is committed, not when its turn for a RECEIPT
-                // comes; the hub puts it in seq order.
-                Ok(sent) => hub.deliver_stored(sent),
-                Err(
-                    error @ (ChatError::StoreUnavailable(_) | ChatError::StoreOutcomeUnknown(_)),
-                ) => tracing::warn!(%error, "a SEND could not be stored"),
-                Err(_) => {}
+            // Delivered as soon as it is committed, not when its turn for a RECEIPT comes;
+            // the hub puts it in seq order.
+            if let Ok(sent) = &result {
+                hub.deliver_stored(sent);
             }
-            (id, result.map(|_| ()))
+            let result = result
+                .map(|_| ())
+                .map_err(|e| crate::incident::conceal(e, "a SEND"));
+            (id, result)
         }));
     }
 
@@ -303,12 +306,14 @@ impl Shell {
     ) -> bool {
         let mut out = Vec::with_capacity(first.prepared.encoded_len_hint() + 64);
         let mut frames = 1;
+        self.outbox.taken(&first);
         first
             .prepared
             .write_for_subscription(&first.subscription, &mut out);
         while out.len() < WRITE_BATCH_BYTES {
             let Ok(next) = queue.try_recv() else { break };
             frames += 1;
+            self.outbox.taken(&next);
             next.prepared
                 .write_for_subscription(&next.subscription, &mut out);
         }

@@ -1,8 +1,13 @@
 //! `/health/live` (the process answers), `/health/ready` (the store answers and the
 //! instance is not draining; the bus's state is reported but does not decide), for
 //! Kubernetes probes and load balancers, and `/metrics` for Prometheus.
+//!
+//! Readiness says which dependency is down, never why: the reason names hosts, users and
+//! databases, so it goes to the log, once when the dependency goes down and once when it
+//! comes back.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -37,18 +42,41 @@ pub(crate) fn routes(
     live.or(ready).unify().or(metrics).unify()
 }
 
+/// Whether each dependency was down at the last probe, so its outage is logged once.
+static STORE_DOWN: AtomicBool = AtomicBool::new(false);
+static BUS_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// "up" or "down"; the reason goes to the log when the state changes.
+fn describe(
+    what: &'static str,
+    was_down: &AtomicBool,
+    outcome: Result<Result<(), String>, tokio::time::error::Elapsed>,
+) -> &'static str {
+    let why = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(why)) => Some(why),
+        Err(_) => Some(format!("no answer within {CHECK_TIMEOUT:?}")),
+    };
+    let down = why.is_some();
+    if was_down.swap(down, Ordering::Relaxed) != down {
+        match why {
+            Some(why) => tracing::warn!(dependency = what, %why, "readiness: down"),
+            None => tracing::info!(dependency = what, "readiness: up again"),
+        }
+    }
+    if down { "down" } else { "up" }
+}
+
 async fn ready(state: Arc<AppState>) -> Response {
     let store = tokio::time::timeout(CHECK_TIMEOUT, state.service.repository().check_health());
     let bus = tokio::time::timeout(CHECK_TIMEOUT, state.service.bus().check_health());
     let (store, bus) = tokio::join!(store, bus);
-    let describe = |outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| match outcome
-    {
-        Ok(Ok(())) => "up".to_owned(),
-        Ok(Err(why)) => format!("down: {why}"),
-        Err(_) => format!("down: no answer within {CHECK_TIMEOUT:?}"),
-    };
-    let store = describe(store.map(|r| r.map_err(|e| e.to_string())));
-    let bus = describe(bus.map(|r| r.map_err(|e| e.to_string())));
+    let store = describe(
+        "store",
+        &STORE_DOWN,
+        store.map(|r| r.map_err(|e| e.to_string())),
+    );
+    let bus = describe("bus", &BUS_DOWN, bus.map(|r| r.map_err(|e| e.to_string())));
     let draining = state.is_draining();
     // The bus is not part of readiness: while Redis is down every instance still stores,
     // delivers locally and catches up from the store each reconciliation period, so the

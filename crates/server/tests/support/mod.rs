@@ -194,6 +194,14 @@ impl StompClient {
         self.socket.send(message).await.unwrap();
     }
 
+    /// A text WebSocket message whose payload is `bytes` as they are, valid UTF-8 or not.
+    pub async fn send_invalid_text(&mut self, bytes: &[u8]) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = WsFrame::message(bytes.to_vec(), OpCode::Data(Data::Text), true);
+        self.socket.send(Message::Frame(frame)).await.unwrap();
+    }
+
     pub async fn subscribe(&mut self, id: &str, destination: &str) {
         self.subscribe_with(id, destination, &[]).await;
     }
@@ -285,6 +293,19 @@ impl StompClient {
     pub async fn expect_silence(&mut self, wait: Duration) {
         if let Some(frame) = self.next_frame_within(wait).await {
             panic!("expected nothing, got {frame:?}");
+        }
+    }
+
+    /// The code of the server's Close frame, skipping what comes before it; `None` when the
+    /// connection ends without one (or nothing ends it within [`WAIT`]).
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code.into()),
+                Ok(Some(Ok(_))) => {}
+                _ => return None,
+            }
         }
     }
 
