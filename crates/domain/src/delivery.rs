@@ -151,6 +151,9 @@ pub struct EngineStats {
     pub reconciliations_found: u64,
     /// Stored messages of followed rooms not yet delivered, at the last reconciliation.
     pub lag: i64,
+    /// Bus messages dropped because the store did not have them (or their predecessors)
+    /// when asked after they arrived: forged, or from another history.
+    pub unconfirmed_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -187,6 +190,9 @@ struct RoomState {
     behind: Option<(Seq, Instant)>,
     /// When to try again after a fetch the store could not serve.
     retry_at: Option<Instant>,
+    /// A confirming read to the store's end is running; messages held ahead up to this
+    /// seq arrived before it started, so the store must have them if they are real.
+    confirm_upto: Option<Seq>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -804,11 +810,30 @@ impl DeliveryEngine {
             self.start_range(room, None);
             return;
         }
+        if before.is_none()
+            && let Some(upto) = state.confirm_upto.take()
+        {
+            // The store was read to its end after these arrived and has neither them nor
+            // what comes before them: never deliver what the store does not confirm.
+            let unconfirmed: Vec<Seq> = state.ahead.range(..=upto).map(|(s, _)| *s).collect();
+            for seq in &unconfirmed {
+                state.ahead.remove(seq);
+            }
+            self.stats.unconfirmed_dropped += unconfirmed.len() as u64;
+        }
         if let Some(&first) = state.ahead.keys().next()
             && first > last.next()
             && state.ahead_deadline.is_none()
         {
-            // The hole is still open: its messages are not visible yet. Wait again.
+            if before.is_some() {
+                // Published messages are committed, and so is everything before them: a
+                // hole the store does not fill is not a late commit. Read the store to its
+                // end, then drop what it does not have.
+                state.confirm_upto = state.ahead.keys().next_back().copied();
+                self.start_range(room, None);
+                return;
+            }
+            // Arrived while the confirming read ran: judge them after the next wait.
             let at = now + self.config.reorder_window;
             state.ahead_deadline = Some(at);
             self.timers.push(Reverse((at, room, Timer::Ahead)));

@@ -49,6 +49,8 @@ pub(crate) struct Metrics {
     pub(crate) write_timeouts: Counter,
     /// WebSocket upgrades refused by a connection limit, by limit.
     connections_refused: Family<Label, Counter>,
+    /// Bus messages dropped because the store did not confirm them.
+    pub(crate) bus_unconfirmed_dropped: Counter,
     /// Failed accepts of the listener (out of file descriptors and the like).
     pub(crate) accept_errors: Counter,
     pub(crate) gap_backfills: Counter,
@@ -90,6 +92,7 @@ impl Metrics {
             write_timeouts: Counter::default(),
             connections_refused: Family::default(),
             accept_errors: Counter::default(),
+            bus_unconfirmed_dropped: Counter::default(),
             gap_backfills: Counter::default(),
             publish_dropped: Counter::default(),
             fanout_lag: Gauge::default(),
@@ -210,6 +213,11 @@ impl Metrics {
             "chat_connections_refused",
             "WebSocket upgrades refused by CHAT_MAX_CONNECTIONS or CHAT_MAX_CONNECTIONS_PER_IP",
             metrics.connections_refused.clone(),
+        );
+        r.register(
+            "chat_bus_unconfirmed_dropped",
+            "Bus messages dropped because the store had neither them nor their predecessors (forged, or another history)",
+            metrics.bus_unconfirmed_dropped.clone(),
         );
         r.register(
             "chat_accept_errors",

@@ -349,3 +349,67 @@ fn a_late_answer_for_a_room_followed_again_is_ignored() {
     h.bus(6);
     assert_eq!(delivered_to(&h.actions(), 1), [6]);
 }
+
+#[test]
+fn a_forged_seq_the_store_does_not_confirm_is_dropped_and_real_messages_go_on() {
+    let mut h = Harness::new();
+    h.subscribed(1, 2);
+    // A payload nobody stored claims seq 1,000,000 (and one more claims 1,000,001).
+    h.bus(1_000_000);
+    h.bus(1_000_001);
+    h.advance(Duration::from_millis(40));
+    let gap = fetches(&h.actions()).remove(0);
+    // The store has nothing after 2 below it.
+    h.engine
+        .handle_fetched(&gap, Fetched::Range(Ok(vec![])), h.now);
+    let confirm = fetches(&h.actions()).remove(0);
+    let Fetch::Range { after, before, .. } = &confirm else {
+        panic!("{confirm:?}")
+    };
+    assert_eq!(
+        (*after, *before),
+        (Seq(2), None),
+        "a read to the store's end"
+    );
+    // Meanwhile the real seq 3 is stored and published.
+    h.bus(3);
+    assert_eq!(delivered_to(&h.actions(), 1), [3]);
+    h.engine
+        .handle_fetched(&confirm, Fetched::Range(Ok(vec![message(3)])), h.now);
+    assert!(h.actions().is_empty());
+    assert_eq!(h.engine.stats().unconfirmed_dropped, 2);
+    // The forged ones are gone: 4 comes next, not a wait for 999,999 messages.
+    h.bus(4);
+    assert_eq!(delivered_to(&h.actions(), 1), [4]);
+    h.advance(Duration::from_secs(5));
+    assert!(
+        !fetches(&h.actions())
+            .iter()
+            .any(|f| matches!(f, Fetch::Range { .. })),
+        "no endless fetching for a hole that is not there"
+    );
+}
+
+#[test]
+fn a_message_that_arrives_during_the_confirming_read_is_not_dropped_with_the_forged_ones() {
+    let mut h = Harness::new();
+    h.subscribed(1, 0);
+    h.bus(50);
+    h.advance(Duration::from_millis(40));
+    let gap = fetches(&h.actions()).remove(0);
+    h.engine
+        .handle_fetched(&gap, Fetched::Range(Ok(vec![])), h.now);
+    let confirm = fetches(&h.actions()).remove(0);
+    // 60 arrives after the confirming read began: it may be real, the store may have it.
+    h.bus(60);
+    h.engine
+        .handle_fetched(&confirm, Fetched::Range(Ok(vec![])), h.now);
+    assert_eq!(h.engine.stats().unconfirmed_dropped, 1, "only 50");
+    h.advance(Duration::from_millis(40));
+    assert!(
+        fetches(&h.actions())
+            .iter()
+            .any(|f| matches!(f, Fetch::Range { .. })),
+        "60 is judged by a fetch of its own"
+    );
+}

@@ -425,6 +425,9 @@ impl Shard {
             .reconciliations_found
             .inc_by(stats.reconciliations_found - reported.reconciliations_found);
         self.metrics.fanout_lag.inc_by(stats.lag - reported.lag);
+        self.metrics
+            .bus_unconfirmed_dropped
+            .inc_by(stats.unconfirmed_dropped - reported.unconfirmed_dropped);
     }
 
     /// Runs one fetch beside the shard; its answer comes back through `answers`.
