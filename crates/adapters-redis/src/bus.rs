@@ -19,6 +19,7 @@ use tracing::{debug, info};
 
 use crate::config::{RedisConfig, Target};
 use crate::error::{RedisError, unavailable, unreachable_message};
+use crate::signing::{MIN_SECRET_BYTES, Signer};
 use crate::subscription::{
     ConnectionEvents, SubscriptionState, relay_messages, supervise, watch_liveness,
 };
@@ -61,6 +62,14 @@ impl RedisBus {
                 "the Redis channel name is empty; set CHAT_REDIS_CHANNEL to a name or leave it unset for chat:messages".into(),
             ));
         }
+        let signer = match &config.secret {
+            None => None,
+            Some(secret) => Some(Signer::new(secret.as_bytes()).ok_or_else(|| {
+                RedisError::InvalidConfig(format!(
+                    "CHAT_BUS_SECRET must be at least {MIN_SECRET_BYTES} bytes (openssl rand -hex 32)"
+                ))
+            })?),
+        };
         let target = Target::parse(&config.url)?;
         let endpoint = target.endpoint.clone();
         let startup = |what: &str, e: &fred::error::Error| {
@@ -109,6 +118,7 @@ impl RedisBus {
         let state = Arc::new(SubscriptionState::new(
             config.channel.clone(),
             endpoint.clone(),
+            signer,
         ));
         if let Err(e) = subscriber.subscribe(state.channels()).await {
             quit_quietly(&publisher, &subscriber).await;
@@ -169,6 +179,14 @@ impl RedisBus {
         self.state.decode_failures.load(Ordering::Relaxed)
     }
 
+    /// The payload as it goes on the wire: signed when this bus has a secret.
+    fn seal(&self, payload: Vec<u8>) -> Vec<u8> {
+        match &self.state.signer {
+            Some(signer) => signer.sign(&payload),
+            None => payload,
+        }
+    }
+
     fn down(&self, why: &str) -> BusError {
         BusError::Unavailable(format!(
             "Redis subscription to {} at {} {why}",
@@ -184,7 +202,7 @@ impl MessageBus for RedisBus {
         // on the one connection, and sequential ones keep their order.
         self.publisher
             .with_options(&self.fail_fast)
-            .publish::<i64, _, _>(self.state.channel.as_str(), message.to_json())
+            .publish::<i64, _, _>(self.state.channel.as_str(), self.seal(message.to_json()))
             .await
             .map(drop)
             .map_err(|e| unavailable("PUBLISH", &self.state.endpoint, &e))
@@ -193,7 +211,10 @@ impl MessageBus for RedisBus {
     async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
         self.publisher
             .with_options(&self.fail_fast)
-            .publish::<i64, _, _>(self.state.control_channel.as_str(), event.to_json())
+            .publish::<i64, _, _>(
+                self.state.control_channel.as_str(),
+                self.seal(event.to_json()),
+            )
             .await
             .map(drop)
             .map_err(|e| unavailable("PUBLISH", &self.state.endpoint, &e))

@@ -29,6 +29,10 @@ pub struct RedisConfig {
     /// How many received messages may wait, per local subscription and in fred's own channel,
     /// before a slow reader is told it may have missed messages.
     pub subscriber_capacity: usize,
+    /// A secret shared by every instance (at least 32 bytes): payloads are signed with it
+    /// and unsigned or wrongly signed ones are refused. `None`: unsigned JSON, which is what
+    /// Spring replicas on the same channel need.
+    pub secret: Option<String>,
 }
 
 impl RedisConfig {
@@ -48,6 +52,7 @@ impl RedisConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
             subscriber_capacity: Self::DEFAULT_SUBSCRIBER_CAPACITY,
+            secret: None,
         }
     }
 }
@@ -61,6 +66,7 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("subscriber_capacity", &self.subscriber_capacity)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
             .finish()
     }
 }

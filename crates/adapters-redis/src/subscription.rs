@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_domain::{BusEvent, ChatMessagePublish, ControlEvent};
+
+use crate::signing::{self, Signer};
 use fred::clients::SubscriberClient;
 use fred::error::{Error as FredError, ErrorKind};
 use fred::prelude::{ClientLike, PubsubInterface, Server};
@@ -38,6 +40,8 @@ pub(crate) struct SubscriptionState {
     /// `{channel}:control`: control events between our instances, apart from the message
     /// channel so Spring replicas sharing it never see them.
     pub(crate) control_channel: String,
+    /// Signs what is published and checks what is received, when a secret is set.
+    pub(crate) signer: Option<Signer>,
     pub(crate) endpoint: String,
     pub(crate) reconnects: AtomicU64,
     pub(crate) decode_failures: AtomicU64,
@@ -49,8 +53,9 @@ pub(crate) struct SubscriptionState {
 }
 
 impl SubscriptionState {
-    pub(crate) fn new(channel: String, endpoint: String) -> Self {
+    pub(crate) fn new(channel: String, endpoint: String, signer: Option<Signer>) -> Self {
         Self {
+            signer,
             control_channel: format!("{channel}:control"),
             channel,
             endpoint,
@@ -90,11 +95,16 @@ pub(crate) async fn relay_messages(
                 if !control && *message.channel != *state.channel {
                     continue;
                 }
-                let decoded = match message.value.as_bytes() {
-                    Some(payload) if control => ControlEvent::from_bus_payload(payload)
+                let opened = message
+                    .value
+                    .as_bytes()
+                    .map(|payload| open(&state, payload));
+                let decoded = match opened {
+                    Some(Err((reason, sample))) => Err((reason, sample)),
+                    Some(Ok(payload)) if control => ControlEvent::from_bus_payload(payload)
                         .map(BusEvent::Control)
                         .map_err(|e| (e.to_string(), sample(payload))),
-                    Some(payload) => ChatMessagePublish::from_bus_payload(payload)
+                    Some(Ok(payload)) => ChatMessagePublish::from_bus_payload(payload)
                         .map(BusEvent::Message)
                         .map_err(|e| (e.to_string(), sample(payload))),
                     None => Err((
@@ -134,6 +144,21 @@ pub(crate) async fn relay_messages(
         }
     }
     debug!(channel = %state.channel, "Redis message relay stopped");
+}
+
+/// The JSON of a received payload: checked and unwrapped when this bus signs, refused
+/// when it does not but the payload is signed (the instances disagree on the secret).
+fn open<'a>(state: &SubscriptionState, payload: &'a [u8]) -> Result<&'a [u8], (String, String)> {
+    match &state.signer {
+        Some(signer) => signer
+            .open(payload)
+            .map_err(|why| (why.as_str().to_owned(), sample(payload))),
+        None if signing::is_signed(payload) => Err((
+            "a signed payload, and this instance has no CHAT_BUS_SECRET".to_owned(),
+            sample(payload),
+        )),
+        None => Ok(payload),
+    }
 }
 
 /// The start of a payload, as text, for a log line.

@@ -99,6 +99,12 @@ pub struct Settings {
     #[arg(long, env = "CHAT_REDIS_CHANNEL", default_value = "chat:messages")]
     pub redis_channel: String,
 
+    /// A secret every instance shares (at least 32 bytes): bus payloads are signed with it
+    /// (HMAC-SHA256) and unsigned or wrongly signed ones are dropped. Spring replicas on the
+    /// same channel publish unsigned payloads: leave it unset while they share it.
+    #[arg(long, env = "CHAT_BUS_SECRET", hide_env_values = true)]
+    pub bus_secret: Option<String>,
+
     /// Milliseconds a Redis PUBLISH or PING may wait for its reply; while Redis is down a
     /// publish fails after this instead of queueing.
     #[arg(long, env = "CHAT_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 2000)]
@@ -270,6 +276,7 @@ impl Settings {
         settings.jwt_issuer = None;
         settings.jwt_audience = None;
         settings.tool = None;
+        settings.bus_secret = None;
         settings
     }
 
