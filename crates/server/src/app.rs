@@ -22,6 +22,7 @@ use crate::gateway::admission::Admission;
 use crate::gateway::hub::{Hub, HubConfig};
 use crate::gateway::revocations::Revocations;
 use crate::gateway::{GatewayContext, Lifecycle};
+use crate::http::Surface;
 use crate::metrics::{MeasuredBus, MeasuredRepository, Metrics};
 use crate::origin::OriginPolicy;
 use crate::publish_queue::QueuedBus;
@@ -158,6 +159,7 @@ impl ShutdownHandle {
 #[derive(Debug)]
 pub struct Application {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     state: Arc<AppState>,
     shutdown: ShutdownHandle,
     server: JoinHandle<()>,
@@ -204,6 +206,17 @@ impl Application {
             address: settings.bind,
             source,
         })?;
+        let admin_listener = match settings.admin_bind {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartupError::Bind { address, source })?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok());
         let metrics = Arc::new(Metrics::new());
         let adapters = Adapters {
             repository: Arc::new(MeasuredRepository {
@@ -289,15 +302,31 @@ impl Application {
         });
         // The listener stays open while draining, so probes see 503 and new upgrades get a
         // clear refusal; it closes once the sessions are gone.
+        if let Some(admin) = admin_listener {
+            tokio::spawn(crate::listener::serve(
+                admin,
+                state.clone(),
+                listening_stopped.clone(),
+                settings.header_read_timeout,
+                Surface::Admin,
+            ));
+        }
         let server = tokio::spawn(crate::listener::serve(
             listener,
             state.clone(),
             listening_stopped,
             settings.header_read_timeout,
+            Surface::Public {
+                with_admin: admin_addr.is_none(),
+            },
         ));
+        if let Some(admin) = admin_addr {
+            tracing::info!(address = %admin, "admin listener: /metrics, /health/details and the probes");
+        }
         tracing::info!(address = %local_addr, "chat-server listening; STOMP over WebSocket at /ws");
         Ok(Self {
             local_addr,
+            admin_addr,
             state,
             shutdown: ShutdownHandle(Arc::new(shutdown_sender)),
             server,
@@ -311,6 +340,12 @@ impl Application {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's address, when `CHAT_ADMIN_BIND` is set.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     #[must_use]

@@ -65,6 +65,11 @@ pub struct Settings {
     #[arg(long, env = "CHAT_BIND", default_value = "0.0.0.0:8080")]
     pub bind: SocketAddr,
 
+    /// Address for /metrics and /health/details (why a dependency is down, with hosts); the
+    /// probes answer here too. Unset: they are served on CHAT_BIND with everything else.
+    #[arg(long, env = "CHAT_ADMIN_BIND")]
+    pub admin_bind: Option<SocketAddr>,
+
     /// PostgreSQL URL (postgres://user:password@host:5432/db). Unset: in-memory storage,
     /// lost on exit.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -277,6 +282,7 @@ impl Settings {
         settings.jwt_audience = None;
         settings.tool = None;
         settings.bus_secret = None;
+        settings.admin_bind = None;
         settings
     }
 

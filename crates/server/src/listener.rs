@@ -37,8 +37,10 @@ pub(crate) async fn serve(
     state: Arc<AppState>,
     mut stop: watch::Receiver<bool>,
     header_read_timeout: Duration,
+    surface: http::Surface,
 ) {
-    let routes = warp::service(http::routes(state.clone()));
+    let routes = warp::service(http::routes(state.clone(), surface));
+    let websocket = surface != http::Surface::Admin;
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -85,7 +87,7 @@ pub(crate) async fn serve(
             let mut routes = routes.clone();
             request.extensions_mut().insert(gateway::PeerAddr(peer));
             async move {
-                if request.uri().path() == gateway::PATH {
+                if websocket && request.uri().path() == gateway::PATH {
                     Ok::<_, Infallible>(gateway::upgrade(&state.gateway, request))
                 } else {
                     routes.call(request).await

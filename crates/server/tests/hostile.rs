@@ -701,3 +701,49 @@ async fn readiness_names_no_host_user_or_database() {
     }
     still_serves(&app).await;
 }
+
+#[tokio::test]
+async fn with_an_admin_listener_metrics_and_details_leave_the_public_port() {
+    let app = app_with(|s| s.admin_bind = Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin = app.admin.expect("an admin listener");
+    let public_metrics = reqwest::get(app.http("/metrics")).await.unwrap();
+    assert_eq!(public_metrics.status(), 404);
+    let public_details = reqwest::get(app.http("/health/details")).await.unwrap();
+    assert_eq!(public_details.status(), 404);
+    assert_eq!(
+        reqwest::get(app.http("/health/ready"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("chat_connections_current")
+    );
+    let details: Value = reqwest::get(format!("http://{admin}/health/details"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(details["store"], "up");
+    assert_eq!(
+        reqwest::get(format!("http://{admin}/health/ready"))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "probes answer on the admin port too"
+    );
+    let no_ws = StompClient::open_offering(&format!("ws://{admin}/ws"), Some("v12.stomp")).await;
+    assert!(no_ws.is_err(), "no WebSocket on the admin port");
+    still_serves(&app).await;
+}

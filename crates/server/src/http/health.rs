@@ -20,16 +20,29 @@ use crate::state::AppState;
 /// A dependency slower than this counts as down: a readiness probe must answer quickly.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub(crate) fn routes(
+/// `/health/live` and `/health/ready`: what probes and load balancers ask, on every
+/// listener.
+pub(crate) fn probes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let live = warp::path!("health" / "live")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "live"})).into_response());
-    let ready_state = state.clone();
     let ready = warp::path!("health" / "ready")
         .and(warp::get())
-        .then(move || ready(ready_state.clone()));
+        .then(move || ready(state.clone()));
+    live.or(ready).unify()
+}
+
+/// `/metrics` and `/health/details` (why a dependency is down, with its host): for
+/// operators, on the admin listener when there is one.
+pub(crate) fn admin(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let details_state = state.clone();
+    let details = warp::path!("health" / "details")
+        .and(warp::get())
+        .then(move || details(details_state.clone()));
     let metrics = warp::path!("metrics").and(warp::get()).map(move || {
         let text = state.metrics.render(state.service.bus().as_ref());
         warp::reply::with_header(
@@ -39,7 +52,25 @@ pub(crate) fn routes(
         )
         .into_response()
     });
-    live.or(ready).unify().or(metrics).unify()
+    metrics.or(details).unify()
+}
+
+async fn details(state: Arc<AppState>) -> Response {
+    let store = tokio::time::timeout(CHECK_TIMEOUT, state.service.repository().check_health());
+    let bus = tokio::time::timeout(CHECK_TIMEOUT, state.service.bus().check_health());
+    let (store, bus) = tokio::join!(store, bus);
+    let why = |outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| match outcome {
+        Ok(Ok(())) => "up".to_owned(),
+        Ok(Err(why)) => format!("down: {why}"),
+        Err(_) => format!("down: no answer within {CHECK_TIMEOUT:?}"),
+    };
+    let body = json!({
+        "store": why(store.map(|r| r.map_err(|e| e.to_string()))),
+        "bus": why(bus.map(|r| r.map_err(|e| e.to_string()))),
+        "draining": state.is_draining(),
+        "sessions": state.gateway.lifecycle.open(),
+    });
+    warp::reply::json(&body).into_response()
 }
 
 /// Whether each dependency was down at the last probe, so its outage is logged once.

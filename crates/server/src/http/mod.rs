@@ -13,13 +13,37 @@ use crate::origin::OriginPolicy;
 use crate::problem;
 use crate::state::AppState;
 
-pub(crate) fn routes(state: Arc<AppState>) -> BoxedFilter<(warp::reply::Response,)> {
+/// What one listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// The API, the WebSocket, the probes, and (without an admin listener) the admin routes.
+    Public { with_admin: bool },
+    /// `CHAT_ADMIN_BIND`: the probes and the admin routes only.
+    Admin,
+}
+
+pub(crate) fn routes(
+    state: Arc<AppState>,
+    surface: Surface,
+) -> BoxedFilter<(warp::reply::Response,)> {
+    if surface == Surface::Admin {
+        return health::probes(state.clone())
+            .or(health::admin(state))
+            .unify()
+            .recover(problem::recover)
+            .unify()
+            .boxed();
+    }
     let cors = cors(&state.gateway.origins);
-    let api = health::routes(state.clone())
-        .or(rest::routes(state))
+    let public = health::probes(state.clone())
+        .or(rest::routes(state.clone()))
         .unify()
-        .recover(problem::recover)
-        .unify();
+        .boxed();
+    let public = match surface {
+        Surface::Public { with_admin: true } => public.or(health::admin(state)).unify().boxed(),
+        _ => public,
+    };
+    let api = public.recover(problem::recover).unify();
     match cors {
         Some(cors) => api
             .with(cors)

@@ -19,6 +19,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener, when the settings asked for one.
+    pub admin: Option<SocketAddr>,
     pub shutdown: ShutdownHandle,
     pub stopped: tokio::task::JoinHandle<()>,
     pub adapters: Adapters,
@@ -97,10 +99,12 @@ pub async fn spawn_app_with(adapters: Adapters, settings: Settings) -> TestApp {
         .await
         .unwrap();
     let addr = app.local_addr();
+    let admin = app.admin_addr();
     let shutdown = app.shutdown_handle();
     let stopped = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
+        admin,
         shutdown,
         stopped,
         adapters,
