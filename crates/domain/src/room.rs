@@ -101,33 +101,9 @@ impl NewRoom {
     }
 }
 
-/// How many rooms one list page may hold: 1 to 200, 50 when not given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoomListLimit(u32);
-
-impl RoomListLimit {
-    pub const MAX: u32 = 200;
-    pub const DEFAULT: RoomListLimit = RoomListLimit(50);
-    /// The largest page.
-    pub const MAX_PAGE: RoomListLimit = RoomListLimit(Self::MAX);
-
-    /// # Errors
-    /// [`ValidationError::InvalidLimit`] outside 1..=200.
-    pub fn parse(raw: i64) -> Result<Self, ValidationError> {
-        match u32::try_from(raw) {
-            Ok(n) if (1..=Self::MAX).contains(&n) => Ok(Self(n)),
-            _ => Err(ValidationError::InvalidLimit {
-                max: Self::MAX,
-                actual: raw,
-            }),
-        }
-    }
-
-    #[must_use]
-    pub fn get(self) -> u32 {
-        self.0
-    }
-}
+/// How many rooms one list page may hold: 1 to 200, 50 when not given (the same bounds
+/// as a history page).
+pub type RoomListLimit = HistoryLimit;
 
 /// One page of the room list, by keyset on the room id (ascending).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +135,8 @@ pub struct HistoryLimit(u32);
 impl HistoryLimit {
     pub const MAX: u32 = 200;
     pub const DEFAULT: HistoryLimit = HistoryLimit(50);
+    /// The largest page.
+    pub const MAX_PAGE: HistoryLimit = HistoryLimit(Self::MAX);
 
     /// # Errors
     /// [`ValidationError::InvalidLimit`] outside 1..=200.
