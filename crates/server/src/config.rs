@@ -76,23 +76,23 @@ pub struct Settings {
     pub database_url: Option<String>,
 
     /// PostgreSQL connection pool size.
-    #[arg(long, env = "CHAT_DB_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = "CHAT_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000).map(to_usize))]
     pub db_pool_size: usize,
 
     /// Seconds to wait for a PostgreSQL connection before an operation fails as unavailable.
-    #[arg(long, env = "CHAT_DB_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    #[arg(long, env = "CHAT_DB_CONNECT_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub db_connect_timeout_secs: u64,
 
     /// Seconds one SQL statement may run before PostgreSQL cancels it.
-    #[arg(long, env = "CHAT_DB_STATEMENT_TIMEOUT_SECS", default_value_t = 5)]
+    #[arg(long, env = "CHAT_DB_STATEMENT_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub db_statement_timeout_secs: u64,
 
     /// Most messages stored in one group-commit transaction (1 turns group commit off).
-    #[arg(long, env = "CHAT_DB_MAX_BATCH", default_value_t = 512)]
+    #[arg(long, env = "CHAT_DB_MAX_BATCH", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=10_000).map(to_usize))]
     pub db_max_batch: usize,
 
     /// Group-commit writers, each with its own connection; rooms are split between them.
-    #[arg(long, env = "CHAT_DB_WRITERS", default_value_t = 4)]
+    #[arg(long, env = "CHAT_DB_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64).map(to_usize))]
     pub db_writers: usize,
 
     /// Redis URL (redis:// or rediss://, with password and /db). Unset: in-memory bus,
@@ -112,18 +112,18 @@ pub struct Settings {
 
     /// Milliseconds a Redis PUBLISH or PING may wait for its reply; while Redis is down a
     /// publish fails after this instead of queueing.
-    #[arg(long, env = "CHAT_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(long, env = "CHAT_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub redis_command_timeout_ms: u64,
 
     /// How often (ms) each instance compares what it delivered in every room it follows with
     /// the store, and fetches what the bus never brought. Bounds how late a message can be
     /// when Redis loses it or is down.
-    #[arg(long, env = "CHAT_RECONCILE_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, env = "CHAT_RECONCILE_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub reconcile_interval_ms: u64,
 
     /// How many stored messages may wait to be published to the bus; when Redis is slow or
     /// down past that, publishes are dropped (other instances then catch up from the store).
-    #[arg(long, env = "CHAT_PUBLISH_QUEUE", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "CHAT_PUBLISH_QUEUE", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub publish_queue: u64,
 
     /// Heart-beat the server offers in CONNECTED: "can-send-ms,want-receive-ms".
@@ -131,11 +131,11 @@ pub struct Settings {
     pub heartbeat: HeartBeat,
 
     /// A client silent for this many negotiated heart-beat intervals is disconnected.
-    #[arg(long, env = "CHAT_HEARTBEAT_GRACE", default_value_t = 2.0)]
+    #[arg(long, env = "CHAT_HEARTBEAT_GRACE", default_value_t = 2.0, value_parser = parse_grace)]
     pub heartbeat_grace: f32,
 
     /// Largest STOMP frame accepted, in bytes; a larger one is a protocol error.
-    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024).map(to_usize))]
     pub max_frame_bytes: usize,
 
     /// Frames that may wait for one client before it counts as too slow and is disconnected.
@@ -147,15 +147,15 @@ pub struct Settings {
     pub outbound_queue_bytes: usize,
 
     /// Seconds a new WebSocket may take to send CONNECT.
-    #[arg(long, env = "CHAT_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "CHAT_CONNECT_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub connect_timeout_secs: u64,
 
     /// Seconds to drain connections after SIGTERM before exiting.
-    #[arg(long, env = "CHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
 
     /// Seconds over which a draining instance spreads its clients' reconnects.
-    #[arg(long, env = "CHAT_DRAIN_WINDOW_SECS", default_value_t = 5)]
+    #[arg(long, env = "CHAT_DRAIN_WINDOW_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_window_secs: u64,
 
     /// Log format.
@@ -200,7 +200,7 @@ pub struct Settings {
 
     /// SENDs per second one connection may make (token bucket, refilled at this rate;
     /// over it a SEND is refused with RATE_LIMITED and not stored). 0: no limit.
-    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 50)]
+    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub send_rate: u32,
 
     /// How many SENDs a connection may make at once before the rate applies.
@@ -209,7 +209,7 @@ pub struct Settings {
 
     /// Rooms one user (in open mode: one client address) may create per minute; over it
     /// POST /api/chatrooms answers 429 RATE_LIMITED. 0: no limit.
-    #[arg(long, env = "CHAT_ROOM_CREATE_RATE", default_value_t = 30)]
+    #[arg(long, env = "CHAT_ROOM_CREATE_RATE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub room_create_rate: u32,
 
     /// Subscriptions one connection may hold; more are refused (TOO_MANY_SUBSCRIPTIONS).
@@ -245,6 +245,17 @@ pub struct Settings {
 
     #[command(subcommand)]
     pub tool: Option<Tool>,
+}
+
+/// How many heart-beat intervals of silence are tolerated: 1 to 100 (below 1 a punctual
+/// client would time out; NaN and infinities are not numbers of intervals).
+fn parse_grace(value: &str) -> Result<f32, String> {
+    let grace: f32 = value.parse().map_err(|e| format!("{e}"))?;
+    if grace.is_finite() && (1.0..=100.0).contains(&grace) {
+        Ok(grace)
+    } else {
+        Err(format!("{value} is outside 1..=100"))
+    }
 }
 
 fn to_usize(value: u64) -> usize {
@@ -365,6 +376,13 @@ mod tests {
             ("--idle-timeout", "forever"),
             ("--max-subscriptions", "0"),
             ("--send-burst", "0"),
+            ("--connect-timeout-secs", "18446744073709551615"),
+            ("--db-statement-timeout-secs", "0"),
+            ("--heartbeat-grace", "NaN"),
+            ("--heartbeat-grace", "0.1"),
+            ("--max-frame-bytes", "10"),
+            ("--db-writers", "0"),
+            ("--shutdown-grace-secs", "99999999999"),
         ] {
             assert!(
                 Settings::try_parse_from(["chat-server", flag, bad]).is_err(),
