@@ -142,11 +142,17 @@ impl ChatService {
                         return Err(ChatError::Forbidden("sign in first".to_owned()));
                     };
                     let now = Instant::now();
-                    let granted = self.access.is_granted(room.id, identity.user, now)
-                        || self.members.is_member(room.id, identity.user).await?;
-                    if granted {
-                        self.access.grant(room.id, identity.user, now);
-                    }
+                    let granted = if self.access.is_granted(room.id, identity.user, now) {
+                        true
+                    } else {
+                        // Only the store's answer starts a grant's time: a grant that is
+                        // used is not thereby renewed, so it is asked again within the TTL.
+                        let stored = self.members.is_member(room.id, identity.user).await?;
+                        if stored {
+                            self.access.grant(room.id, identity.user, now);
+                        }
+                        stored
+                    };
                     member = Some(granted);
                 }
             }
