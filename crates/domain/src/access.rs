@@ -10,7 +10,7 @@
 //! [`AccessCache::GRANT_TTL`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{Caller, Room, RoomId, SenderId, Visibility};
@@ -80,7 +80,7 @@ pub struct AccessCache {
 
 #[derive(Debug, Default)]
 struct CacheState {
-    rooms: HashMap<RoomId, Room>,
+    rooms: HashMap<RoomId, Arc<Room>>,
     grants: HashMap<(RoomId, SenderId), Instant>,
 }
 
@@ -97,18 +97,19 @@ impl AccessCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The room as last seen (its visibility and owner; its `last_seq` may be old).
+    /// The room as last seen (its visibility and owner; its `last_seq` may be old). Shared,
+    /// so asking on every SEND copies nothing.
     #[must_use]
-    pub fn room(&self, id: RoomId) -> Option<Room> {
+    pub fn room(&self, id: RoomId) -> Option<Arc<Room>> {
         self.state().rooms.get(&id).cloned()
     }
 
-    pub fn remember_room(&self, room: &Room) {
+    pub fn remember_room(&self, room: Arc<Room>) {
         let mut state = self.state();
         if state.rooms.len() >= Self::MAX_ENTRIES {
             state.rooms.clear();
         }
-        state.rooms.insert(room.id, room.clone());
+        state.rooms.insert(room.id, room);
     }
 
     /// Whether `user` was found to be a member of `room` less than [`Self::GRANT_TTL`] ago

@@ -123,12 +123,12 @@ impl ChatService {
         caller: &Caller,
         room: RoomId,
         operation: Operation,
-    ) -> Result<Room, ChatError> {
+    ) -> Result<Arc<Room>, ChatError> {
         let room = match self.access.room(room) {
             Some(known) => known,
             None => {
-                let found = self.room(room).await?;
-                self.access.remember_room(&found);
+                let found = Arc::new(self.room(room).await?);
+                self.access.remember_room(found.clone());
                 found
             }
         };

@@ -55,18 +55,30 @@ pub(crate) fn admin(
     metrics.or(details).unify()
 }
 
-async fn details(state: Arc<AppState>) -> Response {
+/// Asks the store and the bus at once, each bounded by [`CHECK_TIMEOUT`]: `Err(why)` for
+/// a dependency that is down.
+async fn check_dependencies(state: &AppState) -> (Result<(), String>, Result<(), String>) {
+    let bounded = |outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| {
+        outcome.unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")))
+    };
     let store = tokio::time::timeout(CHECK_TIMEOUT, state.service.repository().check_health());
     let bus = tokio::time::timeout(CHECK_TIMEOUT, state.service.bus().check_health());
     let (store, bus) = tokio::join!(store, bus);
-    let why = |outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| match outcome {
-        Ok(Ok(())) => "up".to_owned(),
-        Ok(Err(why)) => format!("down: {why}"),
-        Err(_) => format!("down: no answer within {CHECK_TIMEOUT:?}"),
+    (
+        bounded(store.map(|r| r.map_err(|e| e.to_string()))),
+        bounded(bus.map(|r| r.map_err(|e| e.to_string()))),
+    )
+}
+
+async fn details(state: Arc<AppState>) -> Response {
+    let (store, bus) = check_dependencies(&state).await;
+    let why = |outcome: Result<(), String>| match outcome {
+        Ok(()) => "up".to_owned(),
+        Err(why) => format!("down: {why}"),
     };
     let body = json!({
-        "store": why(store.map(|r| r.map_err(|e| e.to_string()))),
-        "bus": why(bus.map(|r| r.map_err(|e| e.to_string()))),
+        "store": why(store),
+        "bus": why(bus),
         "draining": state.is_draining(),
         "sessions": state.gateway.lifecycle.open(),
     });
@@ -81,33 +93,22 @@ static BUS_DOWN: AtomicBool = AtomicBool::new(false);
 fn describe(
     what: &'static str,
     was_down: &AtomicBool,
-    outcome: Result<Result<(), String>, tokio::time::error::Elapsed>,
+    outcome: Result<(), String>,
 ) -> &'static str {
-    let why = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(why)) => Some(why),
-        Err(_) => Some(format!("no answer within {CHECK_TIMEOUT:?}")),
-    };
-    let down = why.is_some();
+    let down = outcome.is_err();
     if was_down.swap(down, Ordering::Relaxed) != down {
-        match why {
-            Some(why) => tracing::warn!(dependency = what, %why, "readiness: down"),
-            None => tracing::info!(dependency = what, "readiness: up again"),
+        match outcome {
+            Err(why) => tracing::warn!(dependency = what, %why, "readiness: down"),
+            Ok(()) => tracing::info!(dependency = what, "readiness: up again"),
         }
     }
     if down { "down" } else { "up" }
 }
 
 async fn ready(state: Arc<AppState>) -> Response {
-    let store = tokio::time::timeout(CHECK_TIMEOUT, state.service.repository().check_health());
-    let bus = tokio::time::timeout(CHECK_TIMEOUT, state.service.bus().check_health());
-    let (store, bus) = tokio::join!(store, bus);
-    let store = describe(
-        "store",
-        &STORE_DOWN,
-        store.map(|r| r.map_err(|e| e.to_string())),
-    );
-    let bus = describe("bus", &BUS_DOWN, bus.map(|r| r.map_err(|e| e.to_string())));
+    let (store, bus) = check_dependencies(&state).await;
+    let store = describe("store", &STORE_DOWN, store);
+    let bus = describe("bus", &BUS_DOWN, bus);
     let draining = state.is_draining();
     // The bus is not part of readiness: while Redis is down every instance still stores,
     // delivers locally and catches up from the store each reconciliation period, so the
