@@ -1,7 +1,7 @@
 """Checks what a schema validator cannot see: that the objects of one rendered kustomization
 fit together. A Service whose selector matches no pod, an envFrom naming a ConfigMap that
-does not exist or a grace period shorter than the drain all pass the schema and fail only
-in the cluster, at the worst moment.
+does not exist, a volume of a missing ConfigMap or a grace period shorter than the drain all
+pass the schema and fail only in the cluster, at the worst moment.
 
 Usage: check_manifest_references.py RENDERED.yaml [NAME]   (exit 1, one line per problem)
 Called by scripts/validate-manifests, with the PyYAML that kubernetes-validate brings.
@@ -67,6 +67,7 @@ def check_workload(workload, index, problems):
     if workload["kind"] == "StatefulSet" and ("Service", namespace(workload), spec.get("serviceName")) not in index:
         problems.append(f"{name(workload)}: serviceName {spec.get('serviceName')!r} is no Service")
     pod = pod_spec(workload)
+    check_volumes(workload, pod, index, problems)
     for container in pod.get("initContainers", []) + pod["containers"]:
         where = f"{name(workload)} container {container['name']}"
         defined = set()
@@ -98,6 +99,34 @@ def check_workload(workload, index, problems):
             if isinstance(port, str) and port not in {p.get("name") for p in container.get("ports", [])}:
                 problems.append(f"{where}: {probe} uses port {port!r}, which the container does not name")
         check_grace_period(workload, pod, container, index, problems)
+
+
+def check_volumes(workload, pod, index, problems):
+    """ConfigMap and Secret volumes name objects (and keys) that exist, unless optional; every
+    volumeMount names a volume. Either mistake leaves the pod in ContainerCreating."""
+    volumes = {v["name"] for v in pod.get("volumes", [])}
+    volumes |= {c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])}
+    for volume in pod.get("volumes", []):
+        where = f"{name(workload)} volume {volume['name']}"
+        sources = [("ConfigMap", volume["configMap"], "name")] if "configMap" in volume else []
+        sources += [("Secret", volume["secret"], "secretName")] if "secret" in volume else []
+        for projected in volume.get("projected", {}).get("sources", []):
+            sources += [("ConfigMap", projected["configMap"], "name")] if "configMap" in projected else []
+            sources += [("Secret", projected["secret"], "name")] if "secret" in projected else []
+        for kind_name, source, field in sources:
+            if source.get("optional"):
+                continue
+            found = lookup(index, kind_name, workload, source.get(field), where, problems)
+            if found is None:
+                continue
+            keys = secret_keys(found) if kind_name == "Secret" else set(found.get("data", {})) | set(found.get("binaryData", {}))
+            for item in source.get("items", []):
+                if item["key"] not in keys:
+                    problems.append(f"{where}: {kind_name} {source.get(field)} has no key {item['key']!r}")
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] not in volumes:
+                problems.append(f"{name(workload)} container {container['name']}: mounts {mount['name']!r}, which is no volume of the pod")
 
 
 def check_grace_period(workload, pod, container, index, problems):
