@@ -3,7 +3,9 @@
 //! subscriber after a reconnect, so the catch-up path is exercised in tests too.
 
 use async_trait::async_trait;
-use chat_domain::{BusError, BusEvent, BusEvents, ChatMessagePublish, ControlEvent, MessageBus};
+use chat_domain::{
+    BusError, BusEvent, BusEvents, ChatMessagePublish, ControlEvent, MessageBus, RoomId,
+};
 use tokio::sync::broadcast;
 
 /// The in-memory bus. Share one `Arc<InMemoryBus>` between instances in one process.
@@ -53,6 +55,11 @@ impl MessageBus for InMemoryBus {
         let _ = self.sender.send(Published::Control(*event));
         Ok(())
     }
+
+    /// One channel carries every room here: nothing to subscribe to.
+    fn watch_room(&self, _room: RoomId) {}
+
+    fn unwatch_room(&self, _room: RoomId) {}
 
     async fn subscribe(&self) -> Result<BusEvents, BusError> {
         let receiver = self.sender.subscribe();

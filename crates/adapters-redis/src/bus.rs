@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chat_domain::{
     BusCounters, BusError, BusEvent, BusEvents, ChatMessagePublish, ControlEvent, MessageBus,
+    RoomId,
 };
 use fred::clients::{Client, SubscriberClient};
 use fred::prelude::{ClientLike, EventInterface, Options, PubsubInterface};
@@ -17,11 +18,12 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use crate::config::{RedisConfig, Target};
+use crate::channels::Channels;
+use crate::config::{ChannelMode, RedisConfig, Target, Topology};
 use crate::error::{RedisError, unavailable, unreachable_message};
 use crate::signing::{MIN_SECRET_BYTES, Signer};
 use crate::subscription::{
-    ConnectionEvents, SubscriptionState, relay_messages, supervise, watch_liveness,
+    ConnectionEvents, SubscriptionState, relay_messages, subscribe_to, supervise, watch_liveness,
 };
 
 /// The publisher only reports connection events (errors, reconnects), a handful at a time;
@@ -71,6 +73,7 @@ impl RedisBus {
             })?),
         };
         let target = Target::parse(&config.url)?;
+        let channels = channels_for(&config, target.topology)?;
         let endpoint = target.endpoint.clone();
         let startup = |what: &str, e: &fred::error::Error| {
             RedisError::at_startup(&endpoint, target.tls, what, e)
@@ -115,12 +118,9 @@ impl RedisBus {
             publisher_failed: publisher.error_rx(),
         };
         let received = subscriber.message_rx();
-        let state = Arc::new(SubscriptionState::new(
-            config.channel.clone(),
-            endpoint.clone(),
-            signer,
-        ));
-        if let Err(e) = subscriber.subscribe(state.channels()).await {
+        let mode = channels.mode;
+        let state = Arc::new(SubscriptionState::new(channels, endpoint.clone(), signer));
+        if let Err(e) = subscribe_to(&subscriber, &state.channels, state.channels.fixed()).await {
             quit_quietly(&publisher, &subscriber).await;
             return Err(startup(&format!("SUBSCRIBE {}", config.channel), &e));
         }
@@ -137,7 +137,12 @@ impl RedisBus {
             )),
             tokio::spawn(watch_liveness(subscriber.clone(), Arc::clone(&state))),
         ];
-        info!(endpoint = %endpoint, channel = %config.channel, "connected to Redis; publishing and subscribed");
+        info!(
+            endpoint = %endpoint,
+            channel = %config.channel,
+            channel_mode = mode.as_str(),
+            "connected to Redis; publishing and subscribed"
+        );
         Ok(Self {
             publisher,
             subscriber,
@@ -190,9 +195,41 @@ impl RedisBus {
     fn down(&self, why: &str) -> BusError {
         BusError::Unavailable(format!(
             "Redis subscription to {} at {} {why}",
-            self.state.channel, self.state.endpoint
+            self.state.channel(),
+            self.state.endpoint
         ))
     }
+
+    /// PUBLISH, or SPUBLISH on a cluster (routed to the node owning the channel's slot).
+    async fn send(&self, channel: String, payload: Vec<u8>) -> Result<(), BusError> {
+        let publisher = self.publisher.with_options(&self.fail_fast);
+        let sent = if self.state.channels.sharded {
+            publisher.spublish::<i64, _, _>(channel, payload).await
+        } else {
+            publisher.publish::<i64, _, _>(channel, payload).await
+        };
+        sent.map(drop)
+            .map_err(|e| unavailable("PUBLISH", &self.state.endpoint, &e))
+    }
+}
+
+/// The channels of this bus: the mode asked for, or the topology's default, and refused
+/// where the topology cannot carry it.
+fn channels_for(config: &RedisConfig, topology: Topology) -> Result<Channels, RedisError> {
+    let cluster = topology == Topology::Cluster;
+    let mode = match (config.channel_mode, cluster) {
+        (Some(ChannelMode::Single), true) => {
+            return Err(RedisError::InvalidConfig(
+                "a Redis Cluster needs CHAT_REDIS_CHANNEL_MODE=per-room (or unset): one channel \
+                 for every room would make every node relay every message"
+                    .into(),
+            ));
+        }
+        (Some(mode), _) => mode,
+        (None, true) => ChannelMode::PerRoom,
+        (None, false) => ChannelMode::Single,
+    };
+    Ok(Channels::new(config.channel.clone(), mode, cluster))
 }
 
 #[async_trait]
@@ -200,24 +237,25 @@ impl MessageBus for RedisBus {
     async fn publish(&self, message: &ChatMessagePublish) -> Result<(), BusError> {
         // One PUBLISH, awaited for its reply only: concurrent callers are pipelined by fred
         // on the one connection, and sequential ones keep their order.
-        self.publisher
-            .with_options(&self.fail_fast)
-            .publish::<i64, _, _>(self.state.channel.as_str(), self.seal(message.to_json()))
-            .await
-            .map(drop)
-            .map_err(|e| unavailable("PUBLISH", &self.state.endpoint, &e))
+        let channel = self.state.channels.for_room(message.chat_room_id);
+        self.send(channel, self.seal(message.to_json())).await
     }
 
     async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
-        self.publisher
-            .with_options(&self.fail_fast)
-            .publish::<i64, _, _>(
-                self.state.control_channel.as_str(),
-                self.seal(event.to_json()),
-            )
-            .await
-            .map(drop)
-            .map_err(|e| unavailable("PUBLISH", &self.state.endpoint, &e))
+        let channel = self.state.channels.control.clone();
+        self.send(channel, self.seal(event.to_json())).await
+    }
+
+    fn watch_room(&self, room: RoomId) {
+        if self.state.channels.mode == ChannelMode::PerRoom && self.state.interest.watch(room) {
+            self.state.interest_changed.notify_one();
+        }
+    }
+
+    fn unwatch_room(&self, room: RoomId) {
+        if self.state.channels.mode == ChannelMode::PerRoom && self.state.interest.unwatch(room) {
+            self.state.interest_changed.notify_one();
+        }
     }
 
     async fn subscribe(&self) -> Result<BusEvents, BusError> {
@@ -261,6 +299,8 @@ impl MessageBus for RedisBus {
         BusCounters {
             reconnects: self.reconnects(),
             decode_failures: self.decode_failures(),
+            received: self.state.received.load(Ordering::Relaxed),
+            rooms_watched: self.state.rooms_watched.load(Ordering::Relaxed),
         }
     }
 }
@@ -269,7 +309,8 @@ impl fmt::Debug for RedisBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBus")
             .field("endpoint", &self.state.endpoint)
-            .field("channel", &self.state.channel)
+            .field("channel", &self.state.channel())
+            .field("channel_mode", &self.state.channels.mode)
             .field("subscribed", &self.state.is_active())
             .field("reconnects", &self.reconnects())
             .field("decode_failures", &self.decode_failures())

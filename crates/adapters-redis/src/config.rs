@@ -13,14 +13,62 @@ use fred::types::config::UnresponsiveConfig;
 
 use crate::error::RedisError;
 
+/// How rooms map to Redis channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelMode {
+    /// One channel, [`RedisConfig::channel`], for every room: every instance receives every
+    /// message. What Spring replicas sharing the channel need during a migration.
+    Single,
+    /// A channel per room, `{channel}:room:{id}`: an instance subscribes only to the rooms
+    /// it has subscribers in, so its Redis traffic is its own rooms'. Sharded pub/sub
+    /// (`SPUBLISH`/`SSUBSCRIBE`) on a cluster.
+    PerRoom,
+}
+
+impl ChannelMode {
+    /// `single` or `per-room`, as in `CHAT_REDIS_CHANNEL_MODE`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::PerRoom => "per-room",
+        }
+    }
+}
+
+impl std::str::FromStr for ChannelMode {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "single" => Ok(Self::Single),
+            "per-room" => Ok(Self::PerRoom),
+            other => Err(format!(
+                "channel mode {other:?} is not one of: single, per-room"
+            )),
+        }
+    }
+}
+
 /// How the Redis bus connects and behaves. Build it with [`RedisConfig::new`] and adjust the
 /// public fields.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://[[user]:password@]host[:port][/db]` or `rediss://…` for TLS.
+    /// One of:
+    /// - `redis://[[user]:password@]host[:port][/db]` (`rediss://` for TLS): one server;
+    /// - `redis-sentinel://[[user]:password@]host[:port][/db]?sentinelServiceName=NAME&node=host:port…`
+    ///   (`rediss-sentinel://`; `sentinelUsername`, `sentinelPassword` for the sentinels'
+    ///   own ACL): the master of NAME, found through the sentinels and followed across
+    ///   failovers;
+    /// - `redis-cluster://[[user]:password@]host:port?node=host:port…` (`rediss-cluster://`):
+    ///   a Redis Cluster (7.0 or later: sharded pub/sub), found through any of its nodes.
     pub url: String,
-    /// The Pub/Sub channel every instance shares (default `chat:messages`).
+    /// The Pub/Sub channel every instance shares (default `chat:messages`), or the prefix of
+    /// the per-room channels.
     pub channel: String,
+    /// `None`: [`ChannelMode::Single`] on one server or Sentinel, [`ChannelMode::PerRoom`] on
+    /// a cluster (which has no other mode).
+    pub channel_mode: Option<ChannelMode>,
     /// How long one TCP (and TLS) connection attempt may take, at start-up and on reconnect.
     pub connect_timeout: Duration,
     /// How long a PUBLISH, PING or SUBSCRIBE may wait for its reply before it fails. It also
@@ -49,6 +97,7 @@ impl RedisConfig {
         Self {
             url: url.into(),
             channel: Self::DEFAULT_CHANNEL.to_owned(),
+            channel_mode: None,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
             subscriber_capacity: Self::DEFAULT_SUBSCRIBER_CAPACITY,
@@ -63,6 +112,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &redact(&self.url))
             .field("channel", &self.channel)
+            .field("channel_mode", &self.channel_mode)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("subscriber_capacity", &self.subscriber_capacity)
@@ -71,8 +121,9 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// `url` with its password replaced by `***`; a URL that does not parse is not shown at all,
-/// since it may hold a password in a form we cannot find.
+/// `url` with its passwords (the server's, and a Sentinel's `sentinelPassword`) replaced by
+/// `***`; a URL that does not parse is not shown at all, since it may hold a password in a
+/// form we cannot find.
 pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
@@ -80,10 +131,37 @@ pub(crate) fn redact(url: &str) -> String {
                 // Only fails for URLs that cannot have credentials, which had none to hide.
                 let _ = parsed.set_password(Some("***"));
             }
+            if parsed.query_pairs().any(|(k, _)| k == SENTINEL_PASSWORD) {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == SENTINEL_PASSWORD {
+                            "***".into()
+                        } else {
+                            v
+                        };
+                        (k.into_owned(), v.into_owned())
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
         Err(_) => "<unparsable URL>".to_owned(),
     }
+}
+
+const SENTINEL_PASSWORD: &str = "sentinelPassword";
+
+/// What `REDIS_URL` points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One server.
+    Standalone,
+    /// A master found (and followed across failovers) through Sentinel.
+    Sentinel,
+    /// A Redis Cluster.
+    Cluster,
 }
 
 /// Reconnect backoff: 100 ms doubling up to 2 s, forever. Short enough that an instance is
@@ -98,6 +176,7 @@ pub(crate) struct Target {
     /// `host:port[/db]`, with `(TLS)` for rediss: safe to print.
     pub(crate) endpoint: String,
     pub(crate) tls: bool,
+    pub(crate) topology: Topology,
 }
 
 impl Target {
@@ -106,14 +185,19 @@ impl Target {
     /// # Errors
     /// [`RedisError::InvalidUrl`] saying what is wrong and what a valid URL looks like.
     pub(crate) fn parse(url: &str) -> Result<Self, RedisError> {
-        const EXPECTED: &str =
-            "expected redis://[[user]:password@]host[:port][/db] or rediss://… for TLS";
+        const EXPECTED: &str = "expected redis://[[user]:password@]host[:port][/db] \
+             (rediss:// for TLS), redis-sentinel://host:26379?sentinelServiceName=NAME&node=host:port… \
+             or redis-cluster://host:port?node=host:port…";
         let parsed = url::Url::parse(url).map_err(|e| {
             RedisError::InvalidUrl(format!("REDIS_URL is not a URL ({e}); {EXPECTED}"))
         })?;
-        let tls = match parsed.scheme() {
-            "redis" => false,
-            "rediss" => true,
+        let (topology, tls) = match parsed.scheme() {
+            "redis" => (Topology::Standalone, false),
+            "rediss" => (Topology::Standalone, true),
+            "redis-sentinel" => (Topology::Sentinel, false),
+            "rediss-sentinel" => (Topology::Sentinel, true),
+            "redis-cluster" => (Topology::Cluster, false),
+            "rediss-cluster" => (Topology::Cluster, true),
             other => {
                 return Err(RedisError::InvalidUrl(format!(
                     "REDIS_URL scheme {other}:// is not supported; {EXPECTED}"
@@ -123,9 +207,21 @@ impl Target {
         let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
             RedisError::InvalidUrl(format!("REDIS_URL {} has no host; {EXPECTED}", redact(url)))
         })?;
-        let port = parsed.port().unwrap_or(6379);
+        let default_port = if topology == Topology::Sentinel {
+            26379
+        } else {
+            6379
+        };
+        let port = parsed.port().unwrap_or(default_port);
         let database = match parsed.path().trim_start_matches('/') {
             "" => None,
+            _ if topology == Topology::Cluster => {
+                return Err(RedisError::InvalidUrl(format!(
+                    "REDIS_URL {} names a database, and a Redis Cluster has only database 0; \
+                     remove the /path",
+                    redact(url)
+                )));
+            }
             db => Some(db.parse::<u8>().map_err(|_| {
                 RedisError::InvalidUrl(format!(
                     "REDIS_URL {} has database index {db:?}; it must be a number from 0 to 255",
@@ -133,7 +229,38 @@ impl Target {
                 ))
             })?),
         };
-        let fred = Config::from_url_centralized(url).map_err(|e| {
+        let mut nodes = vec![format!("{host}:{port}")];
+        let mut service = None;
+        for (key, value) in parsed.query_pairs() {
+            match &*key {
+                "node" if topology != Topology::Standalone => nodes.push(value.into_owned()),
+                "sentinelServiceName" if topology == Topology::Sentinel => {
+                    service = Some(value.into_owned());
+                }
+                "sentinelUsername" | SENTINEL_PASSWORD if topology == Topology::Sentinel => {}
+                other => {
+                    return Err(RedisError::InvalidUrl(format!(
+                        "REDIS_URL {} has the parameter {other:?}, which a {} URL does not take; \
+                         {EXPECTED}",
+                        redact(url),
+                        parsed.scheme()
+                    )));
+                }
+            }
+        }
+        if topology == Topology::Sentinel && service.as_deref().is_none_or(str::is_empty) {
+            return Err(RedisError::InvalidUrl(format!(
+                "REDIS_URL {} has no sentinelServiceName (the master's name in the sentinels' \
+                 configuration, often mymaster); {EXPECTED}",
+                redact(url)
+            )));
+        }
+        let fred = match topology {
+            Topology::Standalone => Config::from_url_centralized(url),
+            Topology::Sentinel => Config::from_url_sentinel(url),
+            Topology::Cluster => Config::from_url_clustered(url),
+        }
+        .map_err(|e| {
             // fred reports a missing TLS root store (no CA certificates installed) here.
             if tls && matches!(e.kind(), fred::error::ErrorKind::Tls) {
                 RedisError::Tls(format!(
@@ -149,7 +276,15 @@ impl Target {
                 ))
             }
         })?;
-        let mut endpoint = format!("{host}:{port}");
+        let mut endpoint = match topology {
+            Topology::Standalone => nodes.join(","),
+            Topology::Sentinel => format!(
+                "master {} via sentinels {}",
+                service.unwrap_or_default(),
+                nodes.join(",")
+            ),
+            Topology::Cluster => format!("cluster {}", nodes.join(",")),
+        };
         if let Some(db) = database {
             endpoint.push_str(&format!("/{db}"));
         }
@@ -160,6 +295,7 @@ impl Target {
             fred,
             endpoint,
             tls,
+            topology,
         })
     }
 
@@ -254,6 +390,76 @@ mod tests {
         assert!(invalid("http://localhost:6379").contains("http:// is not supported"));
         assert!(invalid("redis://localhost/notanumber").contains("database index"));
         assert!(invalid("redis://localhost/300").contains("0 to 255"));
+    }
+
+    #[test]
+    fn a_sentinel_url_names_the_master_and_every_sentinel() {
+        let target = Target::parse(
+            "redis-sentinel://:pw@s1:26379/1?sentinelServiceName=mymaster&node=s2:26380&node=s3:26381",
+        )
+        .unwrap();
+        assert_eq!(target.topology, Topology::Sentinel);
+        assert_eq!(
+            target.endpoint,
+            "master mymaster via sentinels s1:26379,s2:26380,s3:26381/1"
+        );
+        assert!(target.fred.server.is_sentinel());
+        assert_eq!(target.fred.database, Some(1));
+        assert_eq!(target.fred.password.as_deref(), Some("pw"));
+        // Sentinel's own port is the default.
+        let target = Target::parse("redis-sentinel://s1?sentinelServiceName=m").unwrap();
+        assert_eq!(target.endpoint, "master m via sentinels s1:26379");
+    }
+
+    #[test]
+    fn a_sentinel_url_without_a_service_name_is_refused() {
+        assert!(invalid("redis-sentinel://s1:26379").contains("sentinelServiceName"));
+        assert!(
+            invalid("redis-sentinel://s1:26379?sentinelServiceName=")
+                .contains("sentinelServiceName")
+        );
+    }
+
+    #[test]
+    fn a_cluster_url_lists_its_nodes_and_has_no_database() {
+        let target = Target::parse("rediss-cluster://c1:7000?node=c2:7001&node=c3:7002").unwrap();
+        assert_eq!(target.topology, Topology::Cluster);
+        assert!(target.fred.server.is_clustered());
+        assert_eq!(target.endpoint, "cluster c1:7000,c2:7001,c3:7002 (TLS)");
+        assert!(invalid("redis-cluster://c1:7000/2").contains("only database 0"));
+    }
+
+    #[test]
+    fn parameters_of_another_topology_are_refused() {
+        assert!(invalid("redis://h:6379?node=h2:6379").contains("\"node\""));
+        assert!(
+            invalid("redis-cluster://h:7000?sentinelServiceName=m").contains("sentinelServiceName")
+        );
+        assert!(invalid("redis-sentinel://h?sentinelServiceName=m&tls=1").contains("\"tls\""));
+    }
+
+    #[test]
+    fn a_sentinel_password_is_never_shown() {
+        let shown =
+            redact("redis-sentinel://u:pw1@h:26379?sentinelServiceName=m&sentinelPassword=hunter2");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw1"),
+            "{shown}"
+        );
+        assert!(shown.contains("sentinelPassword=***"), "{shown}");
+    }
+
+    #[test]
+    fn channel_modes_parse_from_their_names() {
+        assert_eq!("single".parse(), Ok(ChannelMode::Single));
+        assert_eq!("per-room".parse(), Ok(ChannelMode::PerRoom));
+        assert!(
+            "perroom"
+                .parse::<ChannelMode>()
+                .unwrap_err()
+                .contains("single, per-room")
+        );
+        assert_eq!(ChannelMode::PerRoom.as_str(), "per-room");
     }
 
     #[test]

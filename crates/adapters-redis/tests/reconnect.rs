@@ -71,6 +71,7 @@ async fn after_a_redis_restart_the_bus_resubscribes_by_itself_and_delivers_again
             // A publish that timed out may still have gone out after the reconnect.
             BusEvent::Message(m) => assert_eq!(m, message(1, 2)),
             BusEvent::Control(event) => panic!("nobody published {event:?}"),
+            BusEvent::MayHaveMissedRoom(room) => panic!("no room is watched, yet {room}"),
         }
     }
     assert!(bus.reconnects() > 0);

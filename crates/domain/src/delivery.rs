@@ -138,6 +138,12 @@ pub enum Action {
         connection: ConnectionId,
         reason: DisconnectReason,
     },
+    /// This instance follows `room` from now on: ask the bus to carry it
+    /// ([`crate::MessageBus::watch_room`]). Comes before the room's first fetch.
+    Watch(RoomId),
+    /// This instance no longer follows `room` ([`crate::MessageBus::unwatch_room`]); one
+    /// for every [`Action::Watch`].
+    Unwatch(RoomId),
 }
 
 /// Counters the driver turns into metrics.
@@ -277,7 +283,10 @@ impl DeliveryEngine {
             .entry(key.connection)
             .or_default()
             .push(key.clone());
-        let state = self.rooms.entry(room).or_default();
+        let state = self.rooms.entry(room).or_insert_with(|| {
+            self.actions.push_back(Action::Watch(room));
+            RoomState::default()
+        });
         if state.following && resume_after.is_none() {
             let last = self.sequencer.last_delivered(room).unwrap_or(Seq(0));
             state.subscribers.insert(
@@ -383,6 +392,17 @@ impl DeliveryEngine {
             .collect();
         for room in rooms {
             self.catch_up(room);
+        }
+    }
+
+    /// The bus carries `room` only from now on ([`crate::BusEvent::MayHaveMissedRoom`]):
+    /// the room catches up to the store's end, at once or as soon as its first fetch
+    /// tells where it stands.
+    pub fn handle_room_gap(&mut self, room: RoomId) {
+        match self.rooms.get_mut(&room) {
+            Some(state) if state.following => self.catch_up(room),
+            Some(state) => state.catch_up = true,
+            None => {}
         }
     }
 
@@ -500,6 +520,7 @@ impl DeliveryEngine {
         if empty {
             self.rooms.remove(&room);
             self.sequencer.forget(room);
+            self.actions.push_back(Action::Unwatch(room));
         }
         if self.rooms.is_empty() {
             self.next_reconcile = None;
@@ -543,9 +564,14 @@ impl DeliveryEngine {
             self.admit(room, p, found.last_seq);
         }
         // What arrived while the room was being looked up, judged now.
-        let held = std::mem::take(&mut self.rooms.get_mut(&room).expect("present").ahead);
+        let state = self.rooms.get_mut(&room).expect("present");
+        let held = std::mem::take(&mut state.ahead);
+        let catch_up = std::mem::take(&mut state.catch_up);
         for message in held.into_values() {
             self.handle_bus_message(message, now);
+        }
+        if catch_up {
+            self.catch_up(room);
         }
     }
 

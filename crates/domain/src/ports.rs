@@ -139,6 +139,10 @@ pub enum BusEvent {
     /// events may have been missed. The receiver must backfill from the repository before
     /// trusting new ones, and check again what control events would have changed.
     MayHaveMissedMessages,
+    /// The bus carries `room` from now on (after [`MessageBus::watch_room`], or again after
+    /// a resubscription of that room alone): what was published before may have been
+    /// missed, so the receiver catches that room up from the repository.
+    MayHaveMissedRoom(RoomId),
 }
 
 /// Counters a bus keeps about its own connection, for metrics.
@@ -148,6 +152,12 @@ pub struct BusCounters {
     pub reconnects: u64,
     /// Received payloads that were not a `ChatMessagePublish` (logged and skipped).
     pub decode_failures: u64,
+    /// Messages received from the bus and handed to subscriptions (a bus that gives each
+    /// instance only its rooms' traffic shows it here).
+    pub received: u64,
+    /// Rooms the bus currently carries on their own channel; 0 on a bus with one channel
+    /// for all rooms.
+    pub rooms_watched: u64,
 }
 
 /// The stream of a subscription. It ends only when the bus shuts down.
@@ -170,6 +180,22 @@ pub trait MessageBus: Send + Sync + 'static {
     /// [`BusError::Unavailable`] when it could not be handed to the bus. Like messages,
     /// control events can be lost: receivers act again on [`BusEvent::MayHaveMissedMessages`].
     async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError>;
+
+    /// Declares interest in `room`: this instance has (or is about to have) subscribers
+    /// there. Reference-counted: every call is matched by one [`MessageBus::unwatch_room`].
+    /// A bus with one channel for every room carries all rooms anyway and ignores it; a bus
+    /// with a channel per room subscribes to it in the background and then yields
+    /// [`BusEvent::MayHaveMissedRoom`] on every subscription, since messages published before
+    /// the channel was in effect never reached this instance.
+    ///
+    /// Never blocks and never fails: while the bus is down the interest is kept and acted
+    /// on when it is back. Required (no default) so that a wrapper around a bus cannot
+    /// swallow it by forgetting to pass it on.
+    fn watch_room(&self, room: RoomId);
+
+    /// Ends one [`MessageBus::watch_room`]; when the last interest in `room` ends, the bus
+    /// may stop carrying it to this instance.
+    fn unwatch_room(&self, room: RoomId);
 
     /// Opens a subscription that receives everything published from now on.
     ///

@@ -351,11 +351,49 @@ pub mod bus {
         }
     }
 
+    /// The next message that is not a probe of [`watching`].
     async fn next_message(events: &mut BusEvents) -> ChatMessagePublish {
         loop {
             match events.next().await.expect("the subscription ended") {
-                BusEvent::Message(m) => return m,
-                BusEvent::MayHaveMissedMessages | BusEvent::Control(_) => {}
+                BusEvent::Message(m) if m.content != PROBE => return m,
+                _ => {}
+            }
+        }
+    }
+
+    const PROBE: &str = "contract probe";
+
+    /// Watches `rooms` and waits until every one of `subscriptions` receives them: a bus
+    /// with a channel per room subscribes in the background, so a probe is published into
+    /// each room until it comes back on every subscription. A bus with one channel passes
+    /// at the first probe.
+    async fn watching(bus: &dyn MessageBus, subscriptions: &mut [&mut BusEvents], rooms: &[i64]) {
+        for &room in rooms {
+            bus.watch_room(RoomId(room));
+        }
+        for &room in rooms {
+            let mut probe = publish(room, 999_999);
+            probe.content = PROBE.to_owned();
+            let mut arrived = vec![false; subscriptions.len()];
+            while arrived.iter().any(|a| !a) {
+                bus.publish(&probe).await.unwrap();
+                for (events, arrived) in subscriptions.iter_mut().zip(arrived.iter_mut()) {
+                    let wait = std::time::Duration::from_millis(200);
+                    while !*arrived {
+                        match crate::testkit::__private::tokio::time::timeout(wait, events.next())
+                            .await
+                        {
+                            Ok(Some(BusEvent::Message(m)))
+                                if m.content == PROBE && m.chat_room_id == RoomId(room) =>
+                            {
+                                *arrived = true;
+                            }
+                            Ok(Some(_)) => {}
+                            Ok(None) => panic!("the subscription ended"),
+                            Err(_) => break,
+                        }
+                    }
+                }
             }
         }
     }
@@ -381,6 +419,7 @@ pub mod bus {
 
     pub async fn a_subscriber_receives_what_is_published_in_order(bus: &dyn MessageBus) {
         let mut events = bus.subscribe().await.unwrap();
+        watching(bus, &mut [&mut events], &[1]).await;
         let sent: Vec<_> = (1..=20).map(|seq| publish(1, seq)).collect();
         for m in &sent {
             bus.publish(m).await.unwrap();
@@ -394,6 +433,7 @@ pub mod bus {
     pub async fn every_subscriber_receives_every_message(bus: &dyn MessageBus) {
         let mut first = bus.subscribe().await.unwrap();
         let mut second = bus.subscribe().await.unwrap();
+        watching(bus, &mut [&mut first, &mut second], &[2, 3]).await;
         let sent = [publish(2, 1), publish(3, 1), publish(2, 2)];
         for m in &sent {
             bus.publish(m).await.unwrap();
@@ -413,6 +453,7 @@ pub mod bus {
     pub async fn a_dropped_subscription_does_not_disturb_the_others(bus: &dyn MessageBus) {
         let mut kept = bus.subscribe().await.unwrap();
         let dropped = bus.subscribe().await.unwrap();
+        watching(bus, &mut [&mut kept], &[5]).await;
         drop(dropped);
         let sent = publish(5, 1);
         bus.publish(&sent).await.unwrap();
@@ -422,6 +463,7 @@ pub mod bus {
 
     pub async fn concurrent_publishes_all_arrive(bus: &dyn MessageBus) {
         let mut events = bus.subscribe().await.unwrap();
+        watching(bus, &mut [&mut events], &[6]).await;
         let sent: Vec<_> = (1..=200).map(|seq| publish(6, seq)).collect();
         let results = futures_util::future::join_all(sent.iter().map(|m| bus.publish(m))).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -567,7 +609,7 @@ pub mod control {
                         assert_eq!(got, event);
                         break;
                     }
-                    BusEvent::MayHaveMissedMessages => {}
+                    BusEvent::MayHaveMissedMessages | BusEvent::MayHaveMissedRoom(_) => {}
                     BusEvent::Message(message) => panic!("a message arrived: {message:?}"),
                 }
             }

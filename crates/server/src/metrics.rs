@@ -366,6 +366,14 @@ impl MessageBus for MeasuredBus {
         self.inner.subscribe().await
     }
 
+    fn watch_room(&self, room: chat_domain::RoomId) {
+        self.inner.watch_room(room);
+    }
+
+    fn unwatch_room(&self, room: chat_domain::RoomId) {
+        self.inner.unwatch_room(room);
+    }
+
     async fn check_health(&self) -> Result<(), BusError> {
         self.inner.check_health().await
     }

@@ -74,6 +74,14 @@ impl MessageBus for QueuedBus {
         self.inner.subscribe().await
     }
 
+    fn watch_room(&self, room: chat_domain::RoomId) {
+        self.inner.watch_room(room);
+    }
+
+    fn unwatch_room(&self, room: chat_domain::RoomId) {
+        self.inner.unwatch_room(room);
+    }
+
     async fn check_health(&self) -> Result<(), BusError> {
         self.inner.check_health().await
     }
@@ -218,6 +226,8 @@ mod tests {
         async fn subscribe(&self) -> Result<BusEvents, BusError> {
             Err(BusError::Unavailable("frozen".into()))
         }
+        fn watch_room(&self, _: chat_domain::RoomId) {}
+        fn unwatch_room(&self, _: chat_domain::RoomId) {}
         async fn check_health(&self) -> Result<(), BusError> {
             Err(BusError::Unavailable("frozen".into()))
         }

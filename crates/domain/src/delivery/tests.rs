@@ -62,7 +62,10 @@ impl Harness {
     fn subscribed(&mut self, connection: u64, last_seq: i64) {
         self.engine
             .handle_subscribe(key(connection), ROOM, None, self.now);
-        let actions = self.actions();
+        let mut actions = self.actions();
+        if matches!(actions.first(), Some(Action::Watch(ROOM))) {
+            actions.remove(0);
+        }
         if let Some(Action::Fetch(fetch @ Fetch::Room { .. })) = actions.first() {
             self.engine
                 .handle_fetched(fetch, Fetched::Room(Ok(Some(room(last_seq)))), self.now);
@@ -130,10 +133,13 @@ fn an_unknown_room_is_refused_and_forgotten() {
         .handle_fetched(&fetch, Fetched::Room(Ok(None)), h.now);
     assert!(matches!(
         h.actions().as_slice(),
-        [Action::Subscribed {
-            result: Err(ChatError::UnknownRoom(ROOM)),
-            ..
-        }]
+        [
+            Action::Subscribed {
+                result: Err(ChatError::UnknownRoom(ROOM)),
+                ..
+            },
+            Action::Unwatch(ROOM)
+        ]
     ));
     assert_eq!(h.engine.room_count(), 0);
 }
@@ -342,6 +348,7 @@ fn a_late_answer_for_a_room_followed_again_is_ignored() {
     h.advance(Duration::from_millis(40));
     let stale = fetches(&h.actions()).remove(0);
     h.engine.handle_unsubscribe(&key(1));
+    assert!(matches!(h.actions().as_slice(), [Action::Unwatch(ROOM)]));
     h.subscribed(1, 5);
     h.engine
         .handle_fetched(&stale, Fetched::Range(Ok(vec![message(1)])), h.now);
@@ -411,5 +418,91 @@ fn a_message_that_arrives_during_the_confirming_read_is_not_dropped_with_the_for
             .iter()
             .any(|f| matches!(f, Fetch::Range { .. })),
         "60 is judged by a fetch of its own"
+    );
+}
+
+#[test]
+fn a_room_is_watched_on_the_bus_before_its_first_fetch_and_unwatched_when_its_last_subscriber_leaves()
+ {
+    let mut h = Harness::new();
+    h.engine.handle_subscribe(key(1), ROOM, None, h.now);
+    let actions = h.actions();
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [Action::Watch(ROOM), Action::Fetch(Fetch::Room { .. })]
+        ),
+        "{actions:?}"
+    );
+    let Action::Fetch(fetch) = &actions[1] else {
+        unreachable!()
+    };
+    h.engine
+        .handle_fetched(fetch, Fetched::Room(Ok(Some(room(0)))), h.now);
+    h.actions();
+    // A second subscriber shares the watch.
+    h.subscribed(2, 0);
+    h.engine.handle_unsubscribe(&key(1));
+    assert!(h.actions().is_empty());
+    h.engine.handle_unsubscribe(&key(2));
+    assert!(matches!(h.actions().as_slice(), [Action::Unwatch(ROOM)]));
+}
+
+/// A channel per room: between the room's lookup and the moment its channel is in effect,
+/// messages are stored that the bus never brings; the room gap fetches them.
+#[test]
+fn a_room_gap_before_the_room_is_known_fetches_the_rest_once_it_is() {
+    let mut h = Harness::new();
+    h.engine.handle_subscribe(key(1), ROOM, None, h.now);
+    let actions = h.actions();
+    let Some(Action::Fetch(lookup)) = actions.get(1) else {
+        panic!("{actions:?}")
+    };
+    h.engine.handle_room_gap(ROOM);
+    assert!(
+        h.actions().is_empty(),
+        "nothing to fetch from before the room is known"
+    );
+    h.engine
+        .handle_fetched(lookup, Fetched::Room(Ok(Some(room(3)))), h.now);
+    let actions = h.actions();
+    let fetched = fetches(&actions);
+    assert!(
+        matches!(
+            fetched.as_slice(),
+            [Fetch::Range {
+                after: Seq(3),
+                before: None,
+                ..
+            }]
+        ),
+        "{actions:?}"
+    );
+    h.engine.handle_fetched(
+        &fetched[0],
+        Fetched::Range(Ok(vec![message(4), message(5)])),
+        h.now,
+    );
+    assert_eq!(delivered_to(&h.actions(), 1), [4, 5]);
+}
+
+#[test]
+fn a_room_gap_of_a_followed_room_catches_it_up_and_other_rooms_are_left_alone() {
+    let mut h = Harness::new();
+    h.subscribed(1, 2);
+    h.engine.handle_room_gap(RoomId(99));
+    assert!(h.actions().is_empty());
+    h.engine.handle_room_gap(ROOM);
+    let fetched = fetches(&h.actions());
+    assert!(
+        matches!(
+            fetched.as_slice(),
+            [Fetch::Range {
+                after: Seq(2),
+                before: None,
+                ..
+            }]
+        ),
+        "{fetched:?}"
     );
 }

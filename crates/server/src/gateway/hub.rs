@@ -120,6 +120,8 @@ enum Command {
     /// bus is then a duplicate).
     Message(ChatMessagePublish),
     BusGap,
+    /// The bus carries this room only from now on.
+    RoomGap(RoomId),
     Unsubscribe(SubscriptionKey),
     Disconnect(ConnectionId),
 }
@@ -241,6 +243,7 @@ impl Hub {
                 outboxes: HashMap::new(),
                 replies: HashMap::new(),
                 repository: repository.clone(),
+                bus: bus.clone(),
                 metrics: metrics.clone(),
                 fetch_slots: fetch_slots.clone(),
                 answers,
@@ -291,6 +294,9 @@ async fn dispatch(
                 true
             }
             Some(BusEvent::MayHaveMissedMessages) => to_all(&shards),
+            Some(BusEvent::MayHaveMissedRoom(room)) => shards[shard_of(room, shards.len())]
+                .upgrade()
+                .is_some_and(|shard| shard.send(Command::RoomGap(room)).is_ok()),
             None => {
                 events = resubscribe(bus.as_ref()).await;
                 to_all(&shards)
@@ -324,6 +330,7 @@ struct Shard {
     outboxes: HashMap<ConnectionId, Arc<Outbox>>,
     replies: HashMap<SubscriptionKey, oneshot::Sender<Result<(), ChatError>>>,
     repository: Arc<dyn MessageRepository>,
+    bus: Arc<dyn MessageBus>,
     metrics: Arc<Metrics>,
     fetch_slots: Arc<Semaphore>,
     answers: mpsc::UnboundedSender<(Fetch, Fetched)>,
@@ -377,6 +384,7 @@ impl Shard {
                 );
                 self.engine.handle_bus_gap();
             }
+            Command::RoomGap(room) => self.engine.handle_room_gap(room),
             Command::Unsubscribe(key) => self.engine.handle_unsubscribe(&key),
             Command::Disconnect(connection) => {
                 self.engine.handle_disconnect(connection);
@@ -411,6 +419,8 @@ impl Shard {
                         outbox.evict(reason);
                     }
                 }
+                Action::Watch(room) => self.bus.watch_room(room),
+                Action::Unwatch(room) => self.bus.unwatch_room(room),
             }
         }
         let stats = self.engine.stats();
