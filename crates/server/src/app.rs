@@ -113,6 +113,7 @@ impl Adapters {
             Some(url) => {
                 let mut config = RedisConfig::new(url.clone());
                 config.channel.clone_from(&settings.redis_channel);
+                config.channel_mode = settings.redis_channel_mode;
                 config.secret.clone_from(&settings.bus_secret);
                 config.command_timeout = Duration::from_millis(settings.redis_command_timeout_ms);
                 let bus = RedisBus::connect(config)

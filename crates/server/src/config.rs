@@ -95,14 +95,24 @@ pub struct Settings {
     #[arg(long, env = "CHAT_DB_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64).map(to_usize))]
     pub db_writers: usize,
 
-    /// Redis URL (redis:// or rediss://, with password and /db). Unset: in-memory bus,
-    /// single instance only.
+    /// Redis URL. Unset: in-memory bus, single instance only. One server:
+    /// redis://[[user]:password@]host[:port][/db] (rediss:// for TLS). Sentinel:
+    /// redis-sentinel://host:26379?sentinelServiceName=mymaster&node=host2:26379&node=host3:26379
+    /// (sentinelUsername, sentinelPassword; rediss-sentinel://). Cluster (Redis 7+):
+    /// redis-cluster://host:7000?node=host:7001&node=host:7002 (rediss-cluster://).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// Redis Pub/Sub channel shared by all instances.
+    /// Redis Pub/Sub channel shared by all instances, and the prefix of the per-room ones.
     #[arg(long, env = "CHAT_REDIS_CHANNEL", default_value = "chat:messages")]
     pub redis_channel: String,
+
+    /// single: every room on CHAT_REDIS_CHANNEL (what Spring replicas sharing it need);
+    /// per-room: {CHAT_REDIS_CHANNEL}:room:{id}, each instance subscribed only to the rooms
+    /// it has subscribers in (sharded pub/sub on a cluster). Unset: single, or per-room on a
+    /// cluster, which requires it.
+    #[arg(long, env = "CHAT_REDIS_CHANNEL_MODE", value_parser = parse_channel_mode)]
+    pub redis_channel_mode: Option<chat_adapters_redis::ChannelMode>,
 
     /// A secret every instance shares (at least 32 bytes): bus payloads are signed with it
     /// (HMAC-SHA256) and unsigned or wrongly signed ones are dropped. Spring replicas on the
@@ -262,6 +272,10 @@ fn to_usize(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
+fn parse_channel_mode(value: &str) -> Result<chat_adapters_redis::ChannelMode, String> {
+    value.parse()
+}
+
 /// A duration like `10s`, `250ms`, `5m`, between 1 ms and 1 day (larger ones overflow
 /// instants, smaller ones are mistakes).
 fn bounded_duration(value: &str) -> Result<Duration, String> {
@@ -332,6 +346,9 @@ mod tests {
             "DATABASE_URL",
             "REDIS_URL",
             "CHAT_REDIS_CHANNEL",
+            "CHAT_REDIS_CHANNEL_MODE",
+            "redis-sentinel://",
+            "redis-cluster://",
             "CHAT_HEARTBEAT",
             "CHAT_MAX_FRAME_BYTES",
             "CHAT_OUTBOUND_QUEUE",
@@ -383,6 +400,7 @@ mod tests {
             ("--max-frame-bytes", "10"),
             ("--db-writers", "0"),
             ("--shutdown-grace-secs", "99999999999"),
+            ("--redis-channel-mode", "sharded"),
         ] {
             assert!(
                 Settings::try_parse_from(["chat-server", flag, bad]).is_err(),
@@ -390,5 +408,23 @@ mod tests {
             );
         }
         assert!(Settings::try_parse_from(["chat-server", "--bind", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn the_channel_mode_is_single_per_room_or_left_to_the_topology() {
+        let mode = |args: &[&str]| {
+            let mut all = vec!["chat-server"];
+            all.extend_from_slice(args);
+            Settings::try_parse_from(all).unwrap().redis_channel_mode
+        };
+        assert_eq!(mode(&[]), None);
+        assert_eq!(
+            mode(&["--redis-channel-mode", "per-room"]),
+            Some(chat_adapters_redis::ChannelMode::PerRoom)
+        );
+        assert_eq!(
+            mode(&["--redis-channel-mode", "single"]),
+            Some(chat_adapters_redis::ChannelMode::Single)
+        );
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Metrics {
     pub(crate) publish_latency: Histogram,
     bus_reconnects: Counter,
     bus_decode_failures: Counter,
+    bus_received: Counter,
+    bus_rooms_watched: Gauge,
     pub(crate) slow_consumer_disconnects: Counter,
     /// Writes to a client that timed out (it stopped reading).
     pub(crate) write_timeouts: Counter,
@@ -88,6 +90,8 @@ impl Metrics {
             publish_latency: latency_histogram(),
             bus_reconnects: Counter::default(),
             bus_decode_failures: Counter::default(),
+            bus_received: Counter::default(),
+            bus_rooms_watched: Gauge::default(),
             slow_consumer_disconnects: Counter::default(),
             write_timeouts: Counter::default(),
             connections_refused: Family::default(),
@@ -200,6 +204,16 @@ impl Metrics {
             metrics.bus_decode_failures.clone(),
         );
         r.register(
+            "chat_bus_received",
+            "Chat messages received from the bus (per-room channels: only this instance's rooms)",
+            metrics.bus_received.clone(),
+        );
+        r.register(
+            "chat_bus_rooms_watched",
+            "Rooms whose own bus channel this instance is subscribed to (per-room mode)",
+            metrics.bus_rooms_watched.clone(),
+        );
+        r.register(
             "chat_slow_consumer_disconnects",
             "Clients disconnected for falling behind",
             metrics.slow_consumer_disconnects.clone(),
@@ -278,6 +292,10 @@ impl Metrics {
                 .decode_failures
                 .saturating_sub(self.bus_decode_failures.get()),
         );
+        self.bus_received
+            .inc_by(counters.received.saturating_sub(self.bus_received.get()));
+        self.bus_rooms_watched
+            .set(i64::try_from(counters.rooms_watched).unwrap_or(i64::MAX));
         let mut text = String::new();
         if let Err(error) =
             prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
