@@ -106,16 +106,7 @@ async fn expect_app_error(client: &mut StompClient, code: &str) -> Value {
 }
 
 async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = reqwest::get(app.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    support::metric_at(&app.http("/metrics"), name).await
 }
 
 // --- the STOMP decoder and session: what already held, kept as regressions -------------

@@ -87,18 +87,7 @@ async fn the_seed_scenario_holds_on_a_cluster_with_sharded_channels() {
 
 /// A metric's value on `instance`'s /metrics, 0 when absent.
 async fn metric(instance: &ServerProcess, name: &str) -> f64 {
-    let text = reqwest::get(instance.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name || key == format!("{name}_total")).then(|| value.parse().ok())?
-        })
-        .unwrap_or(0.0)
+    support::metric_at(&instance.http("/metrics"), name).await
 }
 
 /// `PUBSUB CHANNELS pattern` of the Redis at `url`, sorted.

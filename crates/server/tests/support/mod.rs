@@ -336,3 +336,18 @@ pub fn chat_json(room: i64, content: &str) -> String {
     })
     .to_string()
 }
+
+/// The sum of the samples of every series whose name starts with `name` (labels and the
+/// `_total` suffix included) at `metrics_url`; 0 when there is none.
+pub async fn metric_at(metrics_url: &str, name: &str) -> f64 {
+    let text = reqwest::get(metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
