@@ -403,7 +403,15 @@ impl RoomChannels {
     }
 }
 
-/// SUBSCRIBE, or SSUBSCRIBE one hash slot at a time on a cluster.
+/// SUBSCRIBE, or SSUBSCRIBE one hash slot at a time on a cluster; `Ok` once Redis has the
+/// subscription in effect.
+///
+/// fred resolves a SUBSCRIBE as soon as it is written (Redis confirms out of band), so a
+/// PING on the same connection follows it: Redis answers commands of a connection in order,
+/// so its reply means the SUBSCRIBE before it has been processed. Without it, a message
+/// published right after "subscribed" can reach Redis first and go to nobody, and a
+/// catch-up read taken at that moment leaves a hole nobody is told about. SSUBSCRIBE is
+/// awaited for its reply by fred (it follows cluster redirections), so needs no PING.
 pub(crate) async fn subscribe_to(
     subscriber: &SubscriberClient,
     channels: &Channels,
@@ -418,7 +426,8 @@ pub(crate) async fn subscribe_to(
         }
         Ok(())
     } else {
-        subscriber.subscribe(names).await
+        subscriber.subscribe(names).await?;
+        subscriber.ping::<Value>(None).await.map(drop)
     }
 }
 
