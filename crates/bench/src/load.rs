@@ -33,6 +33,8 @@ const ERRORS_DESTINATION: &str = "/user/queue/errors";
 /// Messages a publisher writes before yielding, so one late publisher catching up cannot
 /// starve the others (or its own reader) on a shared worker thread.
 const MAX_BURST: u64 = 256;
+/// The receipt asked for on the DISCONNECT that ends a publisher's run.
+const BYE_RECEIPT: &str = "bench-bye";
 /// Publishers start together a little after the last one connected.
 const START_DELAY: Duration = Duration::from_millis(200);
 
@@ -628,10 +630,14 @@ async fn publisher_loop(connection: StompConnection, plan: PublisherPlan, contex
                         }
                     }
                     Command::Receipt => {
-                        context.receipts.fetch_add(1, Ordering::Relaxed);
                         let sent_us = frame
                             .header("receipt-id")
                             .and_then(|id| id.parse::<u64>().ok());
+                        if frame.header("receipt-id") == Some(BYE_RECEIPT) {
+                            // Every SEND before the DISCONNECT has been answered.
+                            return;
+                        }
+                        context.receipts.fetch_add(1, Ordering::Relaxed);
                         if let (Some(outcomes), Some(sent_us)) = (&context.outcomes, sent_us) {
                             lock(outcomes).push((plan.index, sent_us, "RECEIPT".to_owned()));
                         }
@@ -678,11 +684,15 @@ async fn publisher_loop(connection: StompConnection, plan: PublisherPlan, contex
                 tokio::task::yield_now().await;
             }
         }
-        // Leave politely, so the server does not log a broken connection.
-        let _ = sink.send(Message::Close(None)).await;
+        // Leave politely: a DISCONNECT with a receipt is answered only once every SEND
+        // before it has been (a bare WebSocket Close would cut the last RECEIPTs short),
+        // then the server closes.
+        let _ = sink
+            .send(Message::text(format!("DISCONNECT\nreceipt:{BYE_RECEIPT}\n\n\0")))
+            .await;
     };
     // Both to the end: the answers to the last SENDs (RECEIPTs, errors) arrive after the
-    // Close is sent, and the server closes only once it has answered them.
+    // DISCONNECT is sent, and the server closes only once it has answered them.
     tokio::join!(send, errors);
 }
 
