@@ -244,7 +244,8 @@ pub struct Settings {
     #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value = "10s", value_parser = bounded_duration)]
     pub write_timeout: Duration,
 
-    /// How long a client may take to send a request's headers (slowloris): 10s.
+    /// How long a client may take to send a request's headers (slowloris), and how long a
+    /// keep-alive connection may sit idle between requests: 10s.
     #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = bounded_duration)]
     pub header_read_timeout: Duration,
 

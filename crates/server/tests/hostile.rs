@@ -528,6 +528,50 @@ async fn an_upgrade_request_sent_one_byte_at_a_time() {
     still_serves(&app).await;
 }
 
+/// A keep-alive connection that goes quiet after a request holds a socket as surely as one
+/// that never spoke: the header read timeout runs again while the server waits for the
+/// next request, so an idle keep-alive connection is closed too.
+#[tokio::test]
+async fn a_keep_alive_connection_that_goes_quiet_after_a_request() {
+    let app = app().await;
+    let mut socket = TcpStream::connect(app.addr).await.unwrap();
+    socket
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0_u8; 1024];
+    while !String::from_utf8_lossy(&response).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(1), socket.read(&mut buf))
+            .await
+            .expect("the request is answered")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        response.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&response).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "kept alive: {head}");
+    let answered = Instant::now();
+    // Whatever body bytes are left, then the close (0) or a reset.
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle keep-alive connection stayed open for 3 s");
+    assert!(
+        answered.elapsed() >= Duration::from_millis(400),
+        "closed at once ({:?}), not after the idle wait",
+        answered.elapsed()
+    );
+    still_serves(&app).await;
+}
+
 #[tokio::test]
 async fn more_connections_from_one_address_than_allowed() {
     let app = app_with(|s| s.max_connections_per_ip = 3).await;
