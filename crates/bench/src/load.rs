@@ -688,7 +688,9 @@ async fn publisher_loop(connection: StompConnection, plan: PublisherPlan, contex
         // before it has been (a bare WebSocket Close would cut the last RECEIPTs short),
         // then the server closes.
         let _ = sink
-            .send(Message::text(format!("DISCONNECT\nreceipt:{BYE_RECEIPT}\n\n\0")))
+            .send(Message::text(format!(
+                "DISCONNECT\nreceipt:{BYE_RECEIPT}\n\n\0"
+            )))
             .await;
     };
     // Both to the end: the answers to the last SENDs (RECEIPTs, errors) arrive after the
