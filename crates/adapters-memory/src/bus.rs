@@ -25,11 +25,14 @@ impl InMemoryBus {
     /// Default per-subscriber backlog before it is told it lagged.
     pub const DEFAULT_CAPACITY: usize = 65_536;
 
+    /// A bus with [`Self::DEFAULT_CAPACITY`].
     #[must_use]
     pub fn new() -> Self {
         Self::with_capacity(Self::DEFAULT_CAPACITY)
     }
 
+    /// A bus on which a subscriber may fall `capacity` events behind (at least 1) before
+    /// it gets [`BusEvent::MayHaveMissedMessages`].
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));

@@ -5,6 +5,7 @@
 //! Several server instances in one process can share one bus and one repository (clone the
 //! `Arc`), which is how the tests prove the bus port is the seam between instances.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod bus;
 mod repository;

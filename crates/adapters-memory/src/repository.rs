@@ -44,6 +44,7 @@ pub struct InMemoryRepository {
 }
 
 impl InMemoryRepository {
+    /// An empty store: no rooms, no messages, no members.
     #[must_use]
     pub fn new() -> Self {
         Self::default()

@@ -34,10 +34,15 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
+    /// Default of [`PostgresConfig::pool_size`].
     pub const DEFAULT_POOL_SIZE: usize = 16;
+    /// Default of [`PostgresConfig::connect_timeout`].
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default of [`PostgresConfig::statement_timeout`].
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default of [`PostgresConfig::max_batch`].
     pub const DEFAULT_MAX_BATCH: usize = 512;
+    /// Default of [`PostgresConfig::writers`].
     pub const DEFAULT_WRITERS: usize = 4;
 
     /// A configuration with the defaults: 16 connections, 5 s connect and statement

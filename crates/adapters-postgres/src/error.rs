@@ -15,7 +15,13 @@ pub enum PostgresError {
         "DATABASE_URL is not a valid PostgreSQL URL ({url}): {reason}. \
          Expected the form postgres://user:password@host:5432/database"
     )]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL with its password replaced by `****`.
+        url: String,
+        /// What is wrong: the parser's complaint (password removed), or a setting this build
+        /// refuses such as `sslmode=require`.
+        reason: String,
+    },
 
     /// A pool or timeout setting is out of range.
     #[error("invalid PostgreSQL setting: {0}")]
@@ -26,7 +32,12 @@ pub enum PostgresError {
         "cannot reach PostgreSQL at {target}: {reason}. Check that the server is running \
          and reachable from this host (address, port, firewall), then restart"
     )]
-    Unreachable { target: String, reason: String },
+    Unreachable {
+        /// The database as `user@host:port/database`; never a password.
+        target: String,
+        /// What the driver reported, or the timeout that passed.
+        reason: String,
+    },
 
     /// The server answered but refused us (wrong password, unknown user or database, TLS
     /// required).
@@ -34,7 +45,12 @@ pub enum PostgresError {
         "PostgreSQL at {target} refused the connection: {reason}. Check the user, password \
          and database name in DATABASE_URL"
     )]
-    Refused { target: String, reason: String },
+    Refused {
+        /// The database as `user@host:port/database`; never a password.
+        target: String,
+        /// What the server said.
+        reason: String,
+    },
 
     /// Applying the embedded migrations failed; the schema was left as the last successful
     /// migration left it (each migration runs in its own transaction).
@@ -43,7 +59,12 @@ pub enum PostgresError {
          step was applied; fix the cause (permissions, disk, a hand-made change to the \
          chat_* tables) and restart"
     )]
-    Migration { target: String, reason: String },
+    Migration {
+        /// The database as `user@host:port/database`; never a password.
+        target: String,
+        /// Why the step failed.
+        reason: String,
+    },
 
     /// The database was migrated by a newer release of chat-service than this one.
     #[error(
@@ -53,8 +74,11 @@ pub enum PostgresError {
          that matches this one; this build will not touch a schema it does not understand"
     )]
     SchemaTooNew {
+        /// The database as `user@host:port/database`; never a password.
         target: String,
+        /// The newest migration applied to the database, e.g. `20261203000000`.
         database_version: String,
+        /// The newest migration this build embeds (`none` if it embeds none).
         known_version: String,
     },
 }

@@ -6,6 +6,7 @@
 //! [`PostgresError`] an operator can act on, and the port returns the domain's
 //! `RepositoryError`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod config;
 mod connection;

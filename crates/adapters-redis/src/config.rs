@@ -86,7 +86,9 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// The channel of the original Spring service, so both can share it during a migration.
     pub const DEFAULT_CHANNEL: &'static str = "chat:messages";
+    /// Default of [`RedisConfig::connect_timeout`].
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default of [`RedisConfig::command_timeout`].
     pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
     /// Large on purpose: fred's default of 32 drops most messages under load (as `Lagged`).
     pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 16_384;

@@ -7,6 +7,7 @@
 //! fred's long-term maintenance is uncertain, so no fred type appears in this crate's public
 //! API: swapping the client library touches this crate only.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod bus;
 mod channels;

@@ -29,6 +29,7 @@ pub enum Operation {
 /// The answer of [`decide`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// The caller may do it.
     Allow,
     /// Refused; the text says why, for the client.
     Deny(&'static str),
@@ -104,6 +105,8 @@ impl AccessCache {
         self.state().rooms.get(&id).cloned()
     }
 
+    /// Keeps `room`, as the store gave it, for [`AccessCache::room`]. Its visibility and
+    /// owner never change, so it is not invalidated.
     pub fn remember_room(&self, room: Arc<Room>) {
         let mut state = self.state();
         if state.rooms.len() >= Self::MAX_ENTRIES {
@@ -127,6 +130,8 @@ impl AccessCache {
         }
     }
 
+    /// The store said at `now` that `user` is a member of `room`: trusted until revoked,
+    /// forgotten, or [`Self::GRANT_TTL`] old.
     pub fn grant(&self, room: RoomId, user: SenderId, now: Instant) {
         let mut state = self.state();
         if state.grants.len() >= Self::MAX_ENTRIES {

@@ -16,7 +16,9 @@ pub enum ControlEvent {
     /// `user` is no longer a member of `chat_room_id`: end their subscriptions to it and
     /// forget the grant.
     MemberRemoved {
+        /// The room they were removed from.
         chat_room_id: RoomId,
+        /// The user who is no longer a member.
         user_id: SenderId,
     },
 }
@@ -25,6 +27,8 @@ impl ControlEvent {
     /// Longest payload a control event can have; anything longer is not one.
     pub const MAX_PAYLOAD: usize = 256;
 
+    /// The JSON published on the bus, e.g.
+    /// `{"type":"memberRemoved","chatRoomId":3,"userId":7}`.
     #[must_use]
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()

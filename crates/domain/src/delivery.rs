@@ -26,7 +26,9 @@ pub struct ConnectionId(pub u64);
 /// A subscription: its connection and the client's `id` header.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SubscriptionKey {
+    /// The connection the subscription belongs to.
     pub connection: ConnectionId,
+    /// The `id` header of its SUBSCRIBE frame, unique within the connection.
     pub id: Arc<str>,
 }
 
@@ -77,24 +79,46 @@ pub struct FetchId(u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetch {
     /// The room itself (`find_room`): whether it exists and its `last_seq`.
-    Room { id: FetchId, room: RoomId },
+    Room {
+        /// Which fetch this is; the engine ignores an answer to one it no longer waits for.
+        id: FetchId,
+        /// The room to look up.
+        room: RoomId,
+    },
     /// Up to one page of `room` with `after < seq < before`, oldest first.
     Range {
+        /// Which fetch this is; the engine ignores an answer to one it no longer waits for.
         id: FetchId,
+        /// The room to read.
         room: RoomId,
+        /// The last seq delivered in the room: the page starts after it.
         after: Seq,
+        /// The first message held ahead of a gap, which bounds the page; `None`: read to
+        /// the end of the room.
         before: Option<Seq>,
+        /// The most messages to read ([`EngineConfig::page`]).
         limit: HistoryLimit,
     },
     /// The newest seq of each of `rooms`, in one query.
-    LastSeqs { id: FetchId, rooms: Vec<RoomId> },
+    LastSeqs {
+        /// Which fetch this is; the engine ignores an answer to one it no longer waits for.
+        id: FetchId,
+        /// Every room the engine follows.
+        rooms: Vec<RoomId>,
+    },
     /// A resume: the stored messages `after < seq <= until` of `room`, written to this one
     /// subscription, paced by its connection; answer with [`Fetched::Replayed`].
     Replay {
+        /// Which fetch this is; the engine ignores an answer to one it no longer waits for.
         id: FetchId,
+        /// The subscription to write the messages to.
         key: SubscriptionKey,
+        /// The room to read.
         room: RoomId,
+        /// The client's `x-resume-after`: it has every message up to this seq.
         after: Seq,
+        /// The newest seq delivered in the room when the subscription was admitted; later
+        /// messages reach the subscription live, once the replay is done.
         until: Seq,
     },
 }
@@ -102,9 +126,14 @@ pub enum Fetch {
 /// The driver's answer to a [`Fetch`].
 #[derive(Debug, Clone)]
 pub enum Fetched {
+    /// For [`Fetch::Room`]: the room, or `Ok(None)` when it does not exist.
     Room(Result<Option<Room>, ChatError>),
+    /// For [`Fetch::Range`]: the page, in ascending seq order.
     Range(Result<Vec<ChatMessagePublish>, ChatError>),
+    /// For [`Fetch::LastSeqs`]: each room that exists, with its newest seq.
     LastSeqs(Result<Vec<(RoomId, Seq)>, ChatError>),
+    /// For [`Fetch::Replay`]: `Ok` once every message is written to the subscription; an
+    /// error disconnects it with [`DisconnectReason::ReplayFailed`].
     Replayed(Result<(), ChatError>),
 }
 
@@ -122,7 +151,9 @@ pub enum DisconnectReason {
 pub enum Action {
     /// Deliver `message` to each of `to`, in this order relative to earlier deliveries.
     Deliver {
+        /// The message, shared by all its deliveries.
         message: Arc<ChatMessagePublish>,
+        /// The subscriptions to write it to; never empty.
         to: Vec<SubscriptionKey>,
     },
     /// Read from the store, then call [`DeliveryEngine::handle_fetched`].
@@ -130,12 +161,17 @@ pub enum Action {
     /// Answer a subscription request: `Ok` means subscribed (a replay, if any, follows as a
     /// separate fetch, after this answer).
     Subscribed {
+        /// The subscription that asked.
         key: SubscriptionKey,
+        /// `Ok`, or why it was refused: [`ChatError::UnknownRoom`],
+        /// [`ChatError::InvalidResume`] or a store error.
         result: Result<(), ChatError>,
     },
     /// Close this connection for this reason.
     Disconnect {
+        /// The connection to close, with all its subscriptions.
         connection: ConnectionId,
+        /// Why, to tell the client.
         reason: DisconnectReason,
     },
     /// This instance follows `room` from now on: ask the bus to carry it
@@ -226,6 +262,7 @@ pub struct DeliveryEngine {
 }
 
 impl DeliveryEngine {
+    /// An engine with no subscription yet, tuned by `config`.
     #[must_use]
     pub fn new(config: EngineConfig) -> Self {
         Self {

@@ -10,14 +10,22 @@ use crate::{MessageId, RoomId, SenderId, Seq, ValidationError};
 
 /// What kind of message this is; the names are the Spring enum's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MessageType {
+    /// Plain text; the type of a request that names none.
     #[default]
     Text,
+    /// An image, as the client encodes it in `content`; to the server only a label.
     Image,
+    /// A file, as the client encodes it in `content`; to the server only a label.
     File,
+    /// A user entering the room, as Spring clients announce it; to the server only a label.
     Enter,
+    /// A user leaving the room; to the server only a label.
     Leave,
+    /// A notice from the service rather than from a user. A signed-in caller needs the
+    /// `admin` role to send one ([`Caller::attribute`](crate::Caller::attribute)).
     System,
 }
 
@@ -63,6 +71,7 @@ impl fmt::Display for MessageType {
 pub struct SenderNickname(String);
 
 impl SenderNickname {
+    /// The longest nickname, in characters (Unicode scalar values).
     pub const MAX_CHARS: usize = 50;
 
     /// # Errors
@@ -81,11 +90,13 @@ impl SenderNickname {
         Ok(Self(raw))
     }
 
+    /// The nickname exactly as sent (it is not trimmed).
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The nickname as an owned `String`, e.g. for a store to keep.
     #[must_use]
     pub fn into_inner(self) -> String {
         self.0
@@ -98,6 +109,7 @@ impl SenderNickname {
 pub struct MessageContent(String);
 
 impl MessageContent {
+    /// The longest content once trimmed, in characters (Unicode scalar values).
     pub const MAX_CHARS: usize = 4000;
 
     /// # Errors
@@ -120,11 +132,13 @@ impl MessageContent {
         Ok(Self(trimmed.to_owned()))
     }
 
+    /// The trimmed text.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The trimmed text as an owned `String`, e.g. for a store to keep.
     #[must_use]
     pub fn into_inner(self) -> String {
         self.0
@@ -137,12 +151,20 @@ impl MessageContent {
 /// [`NewChatMessage::try_from`] instead of a generic JSON error. Unknown fields are ignored,
 /// as Spring Boot's Jackson does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessageRequest {
+    /// `chatRoomId`: the room to send to. Required; the REST path fills it in.
     pub chat_room_id: Option<RoomId>,
+    /// `senderId`: who sends. Required in open mode; for a signed-in caller
+    /// [`Caller::attribute`](crate::Caller::attribute) fills it in and refuses anyone else's.
     pub sender_id: Option<SenderId>,
+    /// `senderNickname`: the display name, 1 to [`SenderNickname::MAX_CHARS`] characters.
+    /// Required, unless the signed-in caller's token carries a nickname, which replaces it.
     pub sender_nickname: Option<String>,
+    /// `content`: the text, trimmed before it is checked. Required.
     pub content: Option<String>,
+    /// `messageType`; `None` means [`MessageType::Text`].
     pub message_type: Option<MessageType>,
 }
 
@@ -163,6 +185,7 @@ impl ChatMessageRequest {
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
+    /// The longest key, in characters (visible ASCII, so also in bytes).
     pub const MAX_CHARS: usize = 128;
 
     /// # Errors
@@ -180,6 +203,7 @@ impl IdempotencyKey {
         }
     }
 
+    /// The key as the client sent it.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
@@ -189,10 +213,15 @@ impl IdempotencyKey {
 /// A validated message, ready to be stored. Only [`NewChatMessage::try_from`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewChatMessage {
+    /// The room to store it in; the store refuses it if the room does not exist.
     pub room_id: RoomId,
+    /// Who sends it.
     pub sender_id: SenderId,
+    /// The display name stored with the message.
     pub sender_nickname: SenderNickname,
+    /// The trimmed, validated text.
     pub content: MessageContent,
+    /// Its kind; [`MessageType::Text`] when the request named none.
     pub message_type: MessageType,
     /// With a key, storing the same (room, sender, key) again returns the first message
     /// instead of a new one.
@@ -238,13 +267,21 @@ impl TryFrom<ChatMessageRequest> for NewChatMessage {
 /// A stored message: the store assigned its id, its `seq` in the room and its time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
+    /// Assigned by the store; unique across rooms.
     pub id: MessageId,
+    /// The room it was sent to.
     pub room_id: RoomId,
+    /// Its position in the room: 1 for the first message, with no holes.
     pub seq: Seq,
+    /// Who sent it.
     pub sender_id: SenderId,
+    /// The sender's display name, as stored with this message.
     pub sender_nickname: String,
+    /// The trimmed text, as validated.
     pub content: String,
+    /// Its kind.
     pub message_type: MessageType,
+    /// When the store accepted it, by the store's clock.
     pub created_at: DateTime<Utc>,
 }
 

@@ -13,20 +13,32 @@ use crate::{ChatMessage, MessageId, MessageType, RoomId, SenderId, Seq};
 /// `seq` is `None` only for messages that came from a Spring publisher, which has no seq;
 /// those are delivered as they come, outside the gap detection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ChatMessage))]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessagePublish {
+    /// `chatRoomId`: the room it was sent to.
     pub chat_room_id: RoomId,
+    /// `messageId`: the stored message's id, unique across rooms.
     pub message_id: MessageId,
+    /// `senderId`: who sent it.
     pub sender_id: SenderId,
+    /// `senderNickname`: the sender's display name.
     pub sender_nickname: String,
+    /// `content`: the text.
     pub content: String,
+    /// `messageType`; [`MessageType::Text`] when a payload leaves it out.
     #[serde(default)]
     pub message_type: MessageType,
+    /// `createdAt`: when the store accepted it. Written as RFC 3339 UTC with milliseconds;
+    /// read also in Spring's forms (see [`ChatMessagePublish::from_bus_payload`]).
     #[serde(
         serialize_with = "write_created_at",
         deserialize_with = "read_created_at"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: DateTime<Utc>,
+    /// `seq`: its position in the room. `None` only from a Spring publisher; then it is
+    /// also left out of the JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<Seq>,
 }
@@ -34,6 +46,10 @@ pub struct ChatMessagePublish {
 /// Why a bus payload could not be turned into a [`ChatMessagePublish`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum BusPayloadError {
+    /// The payload is not a message (or, for
+    /// [`ControlEvent::from_bus_payload`](crate::ControlEvent::from_bus_payload), not a
+    /// control event): not JSON of that shape, too large, or outside what a client could
+    /// have sent. The text says why; log it, count it and skip the payload.
     #[error("bus payload is not a ChatMessagePublish: {0}")]
     NotAMessage(String),
 }

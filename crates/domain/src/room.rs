@@ -9,6 +9,7 @@ use crate::{RoomId, SenderId, Seq, ValidationError};
 pub struct RoomName(String);
 
 impl RoomName {
+    /// The longest name once trimmed, in characters (Unicode scalar values).
     pub const MAX_CHARS: usize = 100;
 
     /// # Errors
@@ -28,6 +29,7 @@ impl RoomName {
         Ok(Self(trimmed.to_owned()))
     }
 
+    /// The trimmed name.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
@@ -71,10 +73,15 @@ impl Visibility {
 /// A stored room. `last_seq` is the seq of its newest message (0 when it has none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Room {
+    /// Assigned by the store when the room was created.
     pub id: RoomId,
+    /// The name it was created with (trimmed, as a [`RoomName`] holds it).
     pub name: String,
+    /// When the store created it, by the store's clock.
     pub created_at: DateTime<Utc>,
+    /// The seq of its newest message when it was read; 0 when it has none.
     pub last_seq: Seq,
+    /// Who may read and write it; fixed when it was created.
     pub visibility: Visibility,
     /// The user who created it; `None` for rooms created without a signed-in user (open
     /// mode, trusted code, rooms from before visibility existed).
@@ -84,8 +91,12 @@ pub struct Room {
 /// A room to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRoom {
+    /// The validated name.
     pub name: RoomName,
+    /// Who may read and write it; it cannot be changed later.
     pub visibility: Visibility,
+    /// Its creator, who manages its members; `None` for a room nobody owns (open mode,
+    /// trusted code).
     pub owner: Option<SenderId>,
 }
 
@@ -110,6 +121,7 @@ pub type RoomListLimit = HistoryLimit;
 pub struct RoomListQuery {
     /// Only rooms with a larger id.
     pub after: Option<RoomId>,
+    /// The most rooms on the page.
     pub limit: RoomListLimit,
     /// `Some(user)`: only the rooms that user may read (public ones, the ones they own and
     /// the ones they are a member of). `None`: every room.
@@ -133,7 +145,9 @@ impl RoomListQuery {
 pub struct HistoryLimit(u32);
 
 impl HistoryLimit {
+    /// The largest limit [`HistoryLimit::parse`] accepts.
     pub const MAX: u32 = 200;
+    /// The limit when a request gives none: 50.
     pub const DEFAULT: HistoryLimit = HistoryLimit(50);
     /// The largest page.
     pub const MAX_PAGE: HistoryLimit = HistoryLimit(Self::MAX);
@@ -150,6 +164,7 @@ impl HistoryLimit {
         }
     }
 
+    /// The most items (messages or rooms) a page may hold, 1 to [`HistoryLimit::MAX`].
     #[must_use]
     pub fn get(self) -> u32 {
         self.0
@@ -167,8 +182,12 @@ impl HistoryLimit {
 /// Either way the page is returned in ascending `seq` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryQuery {
+    /// Only messages with a larger seq; when set, the page is the oldest of them.
+    /// `None`: the page is the newest of the messages `before` allows.
     pub after: Option<Seq>,
+    /// Only messages with a smaller seq; `None` sets no upper bound.
     pub before: Option<Seq>,
+    /// The most messages on the page.
     pub limit: HistoryLimit,
 }
 

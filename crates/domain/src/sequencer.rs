@@ -14,7 +14,12 @@ pub enum SequenceDecision {
     /// Already delivered (or older): drop it.
     Duplicate,
     /// Messages `first..=last` are missing: fetch and deliver them, then this one.
-    Gap { first: Seq, last: Seq },
+    Gap {
+        /// The first missing seq: the one after the last delivered.
+        first: Seq,
+        /// The last missing seq: the one before the message that arrived.
+        last: Seq,
+    },
     /// No seq (a Spring publisher) or a room nobody here follows: deliver as it comes.
     Untracked,
 }
@@ -26,6 +31,7 @@ pub struct RoomSequencer {
 }
 
 impl RoomSequencer {
+    /// A sequencer that follows no room yet.
     #[must_use]
     pub fn new() -> Self {
         Self::default()

@@ -18,7 +18,10 @@ use crate::{
 /// it through gap detection when the next message of the room arrives, or on resume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessage {
+    /// The message as stored, with its id, seq and time.
     pub message: ChatMessage,
+    /// `None` when the bus took the message. `Some` when publishing failed: the message is
+    /// stored all the same, and other instances find it in the store.
     pub publish_error: Option<BusError>,
 }
 
@@ -53,11 +56,13 @@ impl ChatService {
         }
     }
 
+    /// The message store behind this service, e.g. for health checks.
     #[must_use]
     pub fn repository(&self) -> &Arc<dyn MessageRepository> {
         &self.repository
     }
 
+    /// The bus this service publishes to, e.g. for health checks and its counters.
     #[must_use]
     pub fn bus(&self) -> &Arc<dyn MessageBus> {
         &self.bus

@@ -57,6 +57,8 @@ fn limit(n: i64) -> HistoryLimit {
 pub mod repository {
     use super::*;
 
+    /// A new room is public, has no owner and `last_seq` 0; `find_room` returns it as
+    /// created, and `list_rooms` lists it first after `after`, in ascending id order.
     pub async fn a_created_room_is_found_and_listed(repo: &dyn MessageRepository) {
         let created = repo
             .create_room(NewRoom::public(RoomName::parse("lobby").unwrap()))
@@ -89,10 +91,13 @@ pub mod repository {
         assert_eq!(ids, sorted, "rooms are listed by ascending id");
     }
 
+    /// `find_room` of an id never created is `Ok(None)`, not an error.
     pub async fn a_missing_room_is_none(repo: &dyn MessageRepository) {
         assert_eq!(repo.find_room(RoomId(i64::MAX - 1)).await.unwrap(), None);
     }
 
+    /// `append` to a room that does not exist fails with [`RepositoryError::UnknownRoom`],
+    /// and so does that room's `history`.
     pub async fn appending_to_an_unknown_room_fails_and_stores_nothing(
         repo: &dyn MessageRepository,
     ) {
@@ -107,6 +112,8 @@ pub mod repository {
         );
     }
 
+    /// Interleaved appends to two rooms number each room 1, 2, 3, … on its own, give ids
+    /// unique across rooms, and move each room's `last_seq`.
     pub async fn each_room_numbers_its_messages_from_one_without_holes(
         repo: &dyn MessageRepository,
     ) {
@@ -134,6 +141,9 @@ pub mod repository {
         assert_eq!(repo.find_room(b).await.unwrap().unwrap().last_seq, Seq(2));
     }
 
+    /// A message comes back from `append` and from `history` with every field as sent
+    /// (a negative sender id, non-ASCII text, quotes, backslashes and new lines) and a
+    /// `created_at` within seconds of now.
     pub async fn a_stored_message_keeps_every_field(repo: &dyn MessageRepository) {
         let r = room(repo, "fields").await;
         let before = Utc::now() - chrono::Duration::seconds(5);
@@ -165,6 +175,7 @@ pub mod repository {
         assert_eq!(read, vec![stored]);
     }
 
+    /// 8 concurrent writers of 50 messages each to one room get seqs 1 to 400, each once.
     pub async fn concurrent_appends_leave_no_hole_and_no_duplicate(repo: &dyn MessageRepository) {
         const WRITERS: usize = 8;
         const EACH: usize = 50;
@@ -194,6 +205,8 @@ pub mod repository {
         );
     }
 
+    /// [`HistoryQuery`] pages: the newest page, after a seq, before a seq and between
+    /// two, each in ascending seq order; an empty room has an empty history.
     pub async fn history_pages_by_seq_in_ascending_order(repo: &dyn MessageRepository) {
         let r = room(repo, "history").await;
         for i in 1..=10 {
@@ -242,10 +255,14 @@ pub mod repository {
         );
     }
 
+    /// `check_health` succeeds on the store the tests use.
     pub async fn a_reachable_store_is_healthy(repo: &dyn MessageRepository) {
         repo.check_health().await.unwrap();
     }
 
+    /// A second `append` with the same (room, sender, key) returns the first message and
+    /// stores nothing, even with other content; in another room, from another sender or
+    /// without a key, a new message is stored.
     pub async fn a_repeated_idempotency_key_returns_the_first_message(
         repo: &dyn MessageRepository,
     ) {
@@ -291,6 +308,8 @@ pub mod repository {
         assert_eq!(all.len(), 3);
     }
 
+    /// 8 concurrent appends with one idempotency key all answer with the same stored
+    /// message, and the room's `last_seq` is 1.
     pub async fn concurrent_retries_with_one_key_store_one_message(repo: &dyn MessageRepository) {
         let room = room(repo, "idempotent-race").await;
         let sends = (0..8).map(|i| {
@@ -316,6 +335,8 @@ pub mod repository {
         assert_eq!(last, Seq(1));
     }
 
+    /// `last_seqs` gives each existing room's newest seq (0 for an empty room), leaves out
+    /// rooms that do not exist, and is empty when asked about no room.
     pub async fn last_seqs_reports_each_existing_room_in_one_call(repo: &dyn MessageRepository) {
         let quiet = room(repo, "quiet").await;
         let busy = room(repo, "busy").await;
@@ -417,6 +438,8 @@ pub mod bus {
         }
     }
 
+    /// 20 messages published one after another into one room reach a subscriber in that
+    /// order.
     pub async fn a_subscriber_receives_what_is_published_in_order(bus: &dyn MessageBus) {
         let mut events = bus.subscribe().await.unwrap();
         watching(bus, &mut [&mut events], &[1]).await;
@@ -430,6 +453,7 @@ pub mod bus {
         }
     }
 
+    /// Two subscriptions each receive every message of two rooms, in publish order.
     pub async fn every_subscriber_receives_every_message(bus: &dyn MessageBus) {
         let mut first = bus.subscribe().await.unwrap();
         let mut second = bus.subscribe().await.unwrap();
@@ -446,10 +470,12 @@ pub mod bus {
         }
     }
 
+    /// `publish` with no subscription open is `Ok`.
     pub async fn publishing_with_nobody_listening_succeeds(bus: &dyn MessageBus) {
         bus.publish(&publish(4, 1)).await.unwrap();
     }
 
+    /// Dropping one subscription does not stop another from receiving.
     pub async fn a_dropped_subscription_does_not_disturb_the_others(bus: &dyn MessageBus) {
         let mut kept = bus.subscribe().await.unwrap();
         let dropped = bus.subscribe().await.unwrap();
@@ -461,6 +487,7 @@ pub mod bus {
         assert!(same(&got, &sent), "got {got:?}");
     }
 
+    /// 200 concurrent publishes all succeed, and each message arrives once (in any order).
     pub async fn concurrent_publishes_all_arrive(bus: &dyn MessageBus) {
         let mut events = bus.subscribe().await.unwrap();
         watching(bus, &mut [&mut events], &[6]).await;
@@ -474,6 +501,7 @@ pub mod bus {
         }
     }
 
+    /// `check_health` succeeds while a subscription is open.
     pub async fn a_working_bus_is_healthy(bus: &dyn MessageBus) {
         let _subscription = bus.subscribe().await.unwrap();
         bus.check_health().await.unwrap();
@@ -496,6 +524,7 @@ pub mod membership {
         .id
     }
 
+    /// A private room comes back from `find_room` private and with its owner.
     pub async fn a_private_room_keeps_its_visibility_and_owner(
         repo: &dyn MessageRepository,
         _members: &dyn RoomMembers,
@@ -506,6 +535,8 @@ pub mod membership {
         assert_eq!(found.owner, Some(SenderId(41)));
     }
 
+    /// `add_member` and `remove_member` answer `true` only when they change something,
+    /// `is_member` follows, and a membership is of one room only.
     pub async fn members_are_added_once_and_removed_once(
         repo: &dyn MessageRepository,
         members: &dyn RoomMembers,
@@ -532,6 +563,8 @@ pub mod membership {
         assert!(!members.is_member(id, user).await.unwrap());
     }
 
+    /// `add_member` to a room that does not exist fails with
+    /// [`RepositoryError::UnknownRoom`]; `is_member` there is `false`.
     pub async fn a_member_of_an_unknown_room_cannot_be_added(
         _repo: &dyn MessageRepository,
         members: &dyn RoomMembers,
@@ -544,6 +577,9 @@ pub mod membership {
         assert!(!members.is_member(missing, SenderId(1)).await.unwrap());
     }
 
+    /// With `visible_to`, `list_rooms` pages through exactly the public rooms, the user's
+    /// own and those they are a member of, by ascending id; without it, through every room.
+    /// A removed membership takes its room off the user's list.
     pub async fn the_room_list_shows_a_user_what_they_may_read_page_by_page(
         repo: &dyn MessageRepository,
         members: &dyn RoomMembers,
@@ -594,6 +630,8 @@ pub mod membership {
 pub mod control {
     use super::*;
 
+    /// A published [`ControlEvent`] reaches every subscription as [`BusEvent::Control`],
+    /// with no message before it.
     pub async fn a_control_event_reaches_every_subscriber(bus: &dyn MessageBus) {
         let mut first = bus.subscribe().await.unwrap();
         let mut second = bus.subscribe().await.unwrap();

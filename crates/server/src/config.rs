@@ -60,6 +60,9 @@ pub enum LogFormat {
     about = "Real-time chat over STOMP/WebSocket. With nothing set it runs a single instance on \
              in-memory storage; with DATABASE_URL and REDIS_URL it is one replica of a cluster."
 )]
+// The field docs are `--help` text, printed as written: URL forms like `[:port]` stay
+// unescaped there rather than turning into intra-doc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct Settings {
     /// Address to listen on for HTTP and WebSocket.
     #[arg(long, env = "CHAT_BIND", default_value = "0.0.0.0:8080")]

@@ -12,6 +12,7 @@
 //!   [`heartbeat::negotiate`];
 //! - **timers**: [`HeartBeatMonitor::poll`] with the caller's `Instant`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod command;
 mod decode;
