@@ -6,14 +6,25 @@ use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
-#[derive(Debug, Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem: what went wrong, for people (`detail`) and for code (`code`).
+/// Internal failures carry a correlation id in `detail` that the server's log line also
+/// carries, never the underlying error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem {
+    /// Always `about:blank`: `code` says which problem it is.
     #[serde(rename = "type")]
     kind: &'static str,
-    title: &'a str,
+    /// The HTTP status's reason phrase.
+    title: &'static str,
+    /// The HTTP status code.
     status: u16,
-    detail: &'a str,
-    code: &'a str,
+    /// What happened and what to do, in plain words.
+    detail: String,
+    /// A stable code to branch on, e.g. `MISSING_FIELD`, `CONTENT_TOO_LONG`,
+    /// `INVALID_PAGINATION`, `UNKNOWN_ROOM`, `FORBIDDEN`, `SENDER_MISMATCH`,
+    /// `RATE_LIMITED`, `STORE_UNAVAILABLE`, `STORE_OUTCOME_UNKNOWN`, `UNAUTHENTICATED`,
+    /// `NOT_FOUND`.
+    code: String,
 }
 
 /// A problem+json response.
@@ -22,8 +33,8 @@ pub(crate) fn response(status: StatusCode, code: &str, detail: &str) -> Response
         kind: "about:blank",
         title: status.canonical_reason().unwrap_or("Error"),
         status: status.as_u16(),
-        detail,
-        code,
+        detail: detail.to_owned(),
+        code: code.to_owned(),
     };
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     let mut response = warp::reply::with_status(body, status).into_response();

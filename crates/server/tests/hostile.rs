@@ -563,7 +563,10 @@ async fn a_keep_alive_connection_that_goes_quiet_after_a_request() {
         }
     })
     .await;
-    assert!(closed.is_ok(), "an idle keep-alive connection stayed open for 3 s");
+    assert!(
+        closed.is_ok(),
+        "an idle keep-alive connection stayed open for 3 s"
+    );
     assert!(
         answered.elapsed() >= Duration::from_millis(400),
         "closed at once ({:?}), not after the idle wait",

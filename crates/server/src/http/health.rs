@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 use warp::Filter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
@@ -25,9 +26,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) fn probes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let live = warp::path!("health" / "live")
-        .and(warp::get())
-        .map(|| warp::reply::json(&json!({"status": "live"})).into_response());
+    let live = warp::path!("health" / "live").and(warp::get()).then(live);
     let ready = warp::path!("health" / "ready")
         .and(warp::get())
         .then(move || ready(state.clone()));
@@ -43,16 +42,75 @@ pub(crate) fn admin(
     let details = warp::path!("health" / "details")
         .and(warp::get())
         .then(move || details(details_state.clone()));
-    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
-        let text = state.metrics.render(state.service.bus().as_ref());
-        warp::reply::with_header(
-            text,
-            "content-type",
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        )
-        .into_response()
-    });
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .then(move || metrics(state.clone()));
     metrics.or(details).unify()
+}
+
+/// The answer of `/health/live`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Liveness {
+    /// Always `live`.
+    status: &'static str,
+}
+
+/// The answer of `/health/ready`: which dependency is down, never why.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    /// `ready` or `not ready`.
+    status: &'static str,
+    /// The message store: `up` or `down`. Down makes the instance not ready.
+    store: &'static str,
+    /// The bus: `up` or `down`. Reported only: without it the instance still stores and
+    /// delivers, and catches up from the store.
+    bus: &'static str,
+    /// Shutting down: not ready, so load balancers send new clients elsewhere.
+    draining: bool,
+    /// Open STOMP sessions.
+    sessions: usize,
+}
+
+/// The answer of `/health/details`: like readiness, with the reason a dependency is
+/// down (hosts included, so it is for operators).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Details {
+    /// `up`, or `down: <why>`.
+    store: String,
+    /// `up`, or `down: <why>`.
+    bus: String,
+    /// Shutting down.
+    draining: bool,
+    /// Open STOMP sessions.
+    sessions: usize,
+}
+
+/// The process answers.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    responses((status = 200, description = "The process runs", body = Liveness))
+)]
+pub(crate) async fn live() -> Response {
+    warp::reply::json(&Liveness { status: "live" }).into_response()
+}
+
+/// Prometheus metrics (admin: on `CHAT_ADMIN_BIND` when set, else here).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "admin",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"))
+)]
+pub(crate) async fn metrics(state: Arc<AppState>) -> Response {
+    let text = state.metrics.render(state.service.bus().as_ref());
+    warp::reply::with_header(
+        text,
+        "content-type",
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+    )
+    .into_response()
 }
 
 /// Asks the store and the bus at once, each bounded by [`CHECK_TIMEOUT`]: `Err(why)` for
@@ -70,18 +128,25 @@ async fn check_dependencies(state: &AppState) -> (Result<(), String>, Result<(),
     )
 }
 
-async fn details(state: Arc<AppState>) -> Response {
+/// Why a dependency is down (admin: on `CHAT_ADMIN_BIND` when set, else here).
+#[utoipa::path(
+    get,
+    path = "/health/details",
+    tag = "admin",
+    responses((status = 200, description = "Each dependency's state and the reason it is down", body = Details))
+)]
+pub(crate) async fn details(state: Arc<AppState>) -> Response {
     let (store, bus) = check_dependencies(&state).await;
     let why = |outcome: Result<(), String>| match outcome {
         Ok(()) => "up".to_owned(),
         Err(why) => format!("down: {why}"),
     };
-    let body = json!({
-        "store": why(store),
-        "bus": why(bus),
-        "draining": state.is_draining(),
-        "sessions": state.gateway.lifecycle.open(),
-    });
+    let body = Details {
+        store: why(store),
+        bus: why(bus),
+        draining: state.is_draining(),
+        sessions: state.gateway.lifecycle.open(),
+    };
     warp::reply::json(&body).into_response()
 }
 
@@ -105,7 +170,17 @@ fn describe(
     if down { "down" } else { "up" }
 }
 
-async fn ready(state: Arc<AppState>) -> Response {
+/// Whether this instance should get traffic: the store answers and it is not draining.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: the store is down or the instance is draining", body = Readiness),
+    )
+)]
+pub(crate) async fn ready(state: Arc<AppState>) -> Response {
     let (store, bus) = check_dependencies(&state).await;
     let store = describe("store", &STORE_DOWN, store);
     let bus = describe("bus", &BUS_DOWN, bus);
@@ -115,13 +190,13 @@ async fn ready(state: Arc<AppState>) -> Response {
     // outage costs cross-instance latency. Failing readiness would take every replica out
     // of the Service at once and turn that into a full outage.
     let ready = store == "up" && !draining;
-    let body = json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "store": store,
-        "bus": bus,
-        "draining": draining,
-        "sessions": state.gateway.lifecycle.open(),
-    });
+    let body = Readiness {
+        status: if ready { "ready" } else { "not ready" },
+        store,
+        bus,
+        draining,
+        sessions: state.gateway.lifecycle.open(),
+    };
     let status = if ready {
         StatusCode::OK
     } else {

@@ -2,6 +2,7 @@
 //! one warp filter with problem+json for everything that goes wrong.
 
 pub(crate) mod health;
+pub(crate) mod openapi;
 pub(crate) mod rest;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub(crate) fn routes(
     let cors = cors(&state.gateway.origins);
     let public = health::probes(state.clone())
         .or(rest::routes(state.clone()))
+        .unify()
+        .or(openapi::route())
         .unify()
         .boxed();
     let public = match surface {

@@ -10,12 +10,13 @@ use chat_domain::{
 };
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use warp::Filter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
 use crate::gateway::PeerAddr;
-use crate::problem;
+use crate::problem::{self, Problem};
 use crate::state::{AppState, Creator};
 
 /// Largest JSON body accepted by the REST API.
@@ -24,14 +25,24 @@ const MAX_BODY_BYTES: u64 = 64 * 1024;
 /// to a full allowance.
 const ROOM_LIMIT_KEYS: usize = 10_000;
 
-#[derive(Debug, Serialize)]
+/// A chat room.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RoomBody {
+#[schema(as = Room)]
+pub(crate) struct RoomBody {
+    /// The room's id, as in `/topic/chatroom/{id}`.
     id: i64,
+    /// Its name, 1 to 100 characters.
     name: String,
+    /// When it was created (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime)]
     created_at: String,
+    /// The seq of its newest message; 0 when it has none. Unread = lastSeq − your last read seq.
     last_seq: i64,
+    /// `public` (anyone may read and write) or `private` (members only).
+    #[schema(value_type = String, pattern = "^(public|private)$")]
     visibility: &'static str,
+    /// The user who created it; absent for rooms created without a signed-in user.
     #[serde(skip_serializing_if = "Option::is_none")]
     owner_id: Option<i64>,
 }
@@ -49,16 +60,26 @@ impl From<Room> for RoomBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct CreateRoom {
+/// The body of `POST /api/chatrooms`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewRoom)]
+pub(crate) struct CreateRoom {
+    /// The room's name, 1 to 100 characters (required).
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     name: Option<String>,
+    /// `public` (the default) or `private`.
+    #[schema(value_type = Option<String>, pattern = "^(public|private)$")]
     visibility: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A member of a room.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct MemberBody {
+#[schema(as = Member)]
+pub(crate) struct MemberBody {
+    /// The room.
     chat_room_id: i64,
+    /// The member's user id (a token's `sub`).
     user_id: i64,
 }
 
@@ -120,6 +141,9 @@ fn authenticate(
     })
 }
 
+/// The errors every endpoint may answer with, as problem+json.
+const PROBLEM: &str = "application/problem+json";
+
 pub(crate) fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -128,159 +152,54 @@ pub(crate) fn routes(
     let rooms = warp::path!("api" / "chatrooms");
     let room = warp::path!("api" / "chatrooms" / i64);
     let messages = warp::path!("api" / "chatrooms" / i64 / "messages");
-    let create_room =
-        rooms
-            .and(warp::post())
-            .and(caller.clone())
-            .and(json_body())
-            .and(warp::ext::optional::<PeerAddr>())
-            .and(state.clone())
-            .then(
-                |caller: Caller,
-                 body: bytes::Bytes,
-                 peer: Option<PeerAddr>,
-                 state: Arc<AppState>| async move {
-                    if let Some(limit) = &state.room_creations {
-                        let creator = Creator::of(&caller, peer.map(|p| p.0.ip()));
-                        if limit.check_key(&creator).is_err() {
-                            let error = ChatError::RateLimited(format!(
-                                "at most {} rooms per minute; try again later",
-                                state.room_create_rate
-                            ));
-                            state.metrics.rejected(error.code());
-                            return problem::from_chat_error(&error);
-                        }
-                        if limit.len() > ROOM_LIMIT_KEYS {
-                            limit.retain_recent();
-                        }
-                    }
-                    let request: CreateRoom = match serde_json::from_slice(&body) {
-                        Ok(request) => request,
-                        Err(e) => return invalid(ValidationError::InvalidJson(e.to_string())),
-                    };
-                    let Some(name) = request.name else {
-                        return invalid(ValidationError::MissingField("name"));
-                    };
-                    let visibility = match request.visibility.as_deref().map(Visibility::parse) {
-                        None => Visibility::Public,
-                        Some(Ok(visibility)) => visibility,
-                        Some(Err(error)) => return invalid(error),
-                    };
-                    let created = state
-                        .service
-                        .create_room_as(&caller, &name, visibility)
-                        .await;
-                    result(StatusCode::CREATED, created.map(RoomBody::from))
-                },
-            );
+    let member = warp::path!("api" / "chatrooms" / i64 / "members" / i64);
+    let query = warp::query::<HashMap<String, String>>;
+    let create_room = rooms
+        .and(warp::post())
+        .and(caller.clone())
+        .and(json_body())
+        .and(warp::ext::optional::<PeerAddr>())
+        .and(state.clone())
+        .then(create_room);
     let list_rooms = rooms
         .and(warp::get())
         .and(caller.clone())
-        .and(warp::query::<HashMap<String, String>>())
+        .and(query())
         .and(state.clone())
-        .then(
-            |caller: Caller, params: HashMap<String, String>, state: Arc<AppState>| async move {
-                let query = match room_list_query(&params) {
-                    Ok(query) => query,
-                    Err(error) => return invalid(error),
-                };
-                match state.service.list_rooms_as(&caller, query).await {
-                    Ok(rooms) => room_page(rooms, query),
-                    Err(error) => problem::from_chat_error(&error),
-                }
-            },
-        );
+        .then(list_rooms);
     let get_room = room
         .and(warp::get())
         .and(caller.clone())
         .and(state.clone())
-        .then(|id: i64, caller: Caller, state: Arc<AppState>| async move {
-            let found = state
-                .service
-                .authorize(&caller, RoomId(id), Operation::Read)
-                .await;
-            // The cached copy may be behind on lastSeq; the answer reads it fresh.
-            let fresh = match found {
-                Ok(_) => state.service.room(RoomId(id)).await,
-                Err(error) => Err(error),
-            };
-            result(StatusCode::OK, fresh.map(RoomBody::from))
-        });
-    let history =
-        messages
-            .and(warp::get())
-            .and(caller.clone())
-            .and(warp::query::<HashMap<String, String>>())
-            .and(state.clone())
-            .then(
-                |id: i64,
-                 caller: Caller,
-                 params: HashMap<String, String>,
-                 state: Arc<AppState>| async move {
-                    let query = match history_query(&params) {
-                        Ok(query) => query,
-                        Err(error) => return invalid(error),
-                    };
-                    let page = state.service.history_as(&caller, RoomId(id), query).await;
-                    result(
-                        StatusCode::OK,
-                        page.map(|messages| {
-                            messages
-                                .iter()
-                                .map(ChatMessagePublish::from)
-                                .collect::<Vec<_>>()
-                        }),
-                    )
-                },
-            );
+        .then(get_room);
+    let history = messages
+        .and(warp::get())
+        .and(caller.clone())
+        .and(query())
+        .and(state.clone())
+        .then(history);
     let post_message = messages
         .and(warp::post())
         .and(caller.clone())
         .and(json_body())
         .and(warp::header::optional::<String>("idempotency-key"))
         .and(state.clone())
-        .then(
-            |id: i64,
-             caller: Caller,
-             body: bytes::Bytes,
-             key: Option<String>,
-             state: Arc<AppState>| async move {
-                state.metrics.messages_received.inc();
-                let key = match key.as_deref().map(IdempotencyKey::parse).transpose() {
-                    Ok(key) => key,
-                    Err(error) => {
-                        state.metrics.rejected(error.code());
-                        return invalid(error);
-                    }
-                };
-                let mut request = match ChatMessageRequest::from_json(&body) {
-                    Ok(request) => request,
-                    Err(error) => {
-                        state.metrics.rejected(error.code());
-                        return invalid(error);
-                    }
-                };
-                // The path names the room; a body that names another one is a mistake to report.
-                match request.chat_room_id {
-                    Some(room) if room != RoomId(id) => {
-                        return invalid(ValidationError::InvalidJson(format!(
-                            "chatRoomId {room} in the body does not match room {id} in the path"
-                        )));
-                    }
-                    _ => request.chat_room_id = Some(RoomId(id)),
-                }
-                let sent = state.service.send_as(&caller, request, key).await;
-                match &sent {
-                    Ok(sent) => state.gateway.hub.deliver_stored(sent),
-                    Err(error) => state.metrics.rejected(error.code()),
-                }
-                result(
-                    StatusCode::CREATED,
-                    sent.map(|s| ChatMessagePublish::from(&s.message)),
-                )
-            },
-        );
-
+        .then(post_message);
+    let get_member = member
+        .and(warp::get())
+        .and(caller.clone())
+        .and(state.clone())
+        .then(get_member);
+    let put_member = member
+        .and(warp::put())
+        .and(caller.clone())
+        .and(state.clone())
+        .then(put_member);
+    let delete_member = member
+        .and(warp::delete())
+        .and(caller)
+        .and(state)
+        .then(delete_member);
     create_room
         .or(list_rooms)
         .unify()
@@ -290,89 +209,367 @@ pub(crate) fn routes(
         .unify()
         .or(post_message)
         .unify()
-        .or(member_routes(caller, state))
+        .or(get_member)
+        .unify()
+        .or(put_member)
+        .unify()
+        .or(delete_member)
         .unify()
 }
 
-/// `GET/PUT/DELETE /api/chatrooms/{id}/members/{userId}`: ask, add, remove. The owner or
-/// an admin manages members; a user may ask about and end their own membership.
-fn member_routes(
-    caller: impl Filter<Extract = (Caller,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
-    state: impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible>
-    + Clone
-    + Send
-    + Sync
-    + 'static,
-) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let member = warp::path!("api" / "chatrooms" / i64 / "members" / i64);
-    let body = |room: i64, user: i64| MemberBody {
+/// Creates a room; its creator owns it.
+#[utoipa::path(
+    post,
+    path = "/api/chatrooms",
+    tag = "rooms",
+    request_body(content = CreateRoom, content_type = "application/json"),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = RoomBody),
+        (status = 400, description = "Invalid JSON, name or visibility (`INVALID_JSON`, `MISSING_FIELD`, `INVALID_ROOM_NAME`, `INVALID_VISIBILITY`)", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "A private room without a signed-in user (open mode has none) (`FORBIDDEN`)", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Body not `application/json`", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "More rooms per minute than `CHAT_ROOM_CREATE_RATE` (`RATE_LIMITED`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store is unavailable; nothing was created", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn create_room(
+    caller: Caller,
+    body: bytes::Bytes,
+    peer: Option<PeerAddr>,
+    state: Arc<AppState>,
+) -> Response {
+    if let Some(limit) = &state.room_creations {
+        let creator = Creator::of(&caller, peer.map(|p| p.0.ip()));
+        if limit.check_key(&creator).is_err() {
+            let error = ChatError::RateLimited(format!(
+                "at most {} rooms per minute; try again later",
+                state.room_create_rate
+            ));
+            state.metrics.rejected(error.code());
+            return problem::from_chat_error(&error);
+        }
+        if limit.len() > ROOM_LIMIT_KEYS {
+            limit.retain_recent();
+        }
+    }
+    let request: CreateRoom = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return invalid(ValidationError::InvalidJson(e.to_string())),
+    };
+    let Some(name) = request.name else {
+        return invalid(ValidationError::MissingField("name"));
+    };
+    let visibility = match request.visibility.as_deref().map(Visibility::parse) {
+        None => Visibility::Public,
+        Some(Ok(visibility)) => visibility,
+        Some(Err(error)) => return invalid(error),
+    };
+    let created = state
+        .service
+        .create_room_as(&caller, &name, visibility)
+        .await;
+    result(StatusCode::CREATED, created.map(RoomBody::from))
+}
+
+/// The rooms the caller may see, by id, a page at a time; a full page carries a `Link`
+/// header (`rel="next"`) to the next one.
+#[utoipa::path(
+    get,
+    path = "/api/chatrooms",
+    tag = "rooms",
+    params(
+        ("afterId" = Option<i64>, Query, description = "Only rooms with a larger id (the last id of the previous page)"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 200 (default 50)", minimum = 1, maximum = 200),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of rooms, by id", body = Vec<RoomBody>,
+            headers(("link" = String, description = "`</api/chatrooms?afterId=N&limit=M>; rel=\"next\"` when the page is full"))),
+        (status = 400, description = "A query parameter is not an integer or out of range", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn list_rooms(
+    caller: Caller,
+    params: HashMap<String, String>,
+    state: Arc<AppState>,
+) -> Response {
+    let query = match room_list_query(&params) {
+        Ok(query) => query,
+        Err(error) => return invalid(error),
+    };
+    match state.service.list_rooms_as(&caller, query).await {
+        Ok(rooms) => room_page(rooms, query),
+        Err(error) => problem::from_chat_error(&error),
+    }
+}
+
+/// One room, with its current `lastSeq`.
+#[utoipa::path(
+    get,
+    path = "/api/chatrooms/{id}",
+    tag = "rooms",
+    params(("id" = i64, Path, description = "The room's id")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The room", body = RoomBody),
+        (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "A private room the caller is not a member of (`FORBIDDEN`)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such room (`UNKNOWN_ROOM`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn get_room(id: i64, caller: Caller, state: Arc<AppState>) -> Response {
+    let found = state
+        .service
+        .authorize(&caller, RoomId(id), Operation::Read)
+        .await;
+    // The cached copy may be behind on lastSeq; the answer reads it fresh.
+    let fresh = match found {
+        Ok(_) => state.service.room(RoomId(id)).await,
+        Err(error) => Err(error),
+    };
+    result(StatusCode::OK, fresh.map(RoomBody::from))
+}
+
+/// A room's messages in seq order, a page at a time: the newest page by default,
+/// `beforeSeq` to scroll back, `afterSeq` to catch up.
+#[utoipa::path(
+    get,
+    path = "/api/chatrooms/{id}/messages",
+    tag = "messages",
+    params(
+        ("id" = i64, Path, description = "The room's id"),
+        ("afterSeq" = Option<i64>, Query, description = "Only messages with a larger seq (catching up)", minimum = 0),
+        ("beforeSeq" = Option<i64>, Query, description = "Only messages with a smaller seq (scrolling back)", minimum = 0),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 200 (default 50)", minimum = 1, maximum = 200),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Messages in ascending seq", body = Vec<ChatMessagePublish>),
+        (status = 400, description = "Invalid paging parameters", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "A private room the caller is not a member of (`FORBIDDEN`)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such room (`UNKNOWN_ROOM`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn history(
+    id: i64,
+    caller: Caller,
+    params: HashMap<String, String>,
+    state: Arc<AppState>,
+) -> Response {
+    let query = match history_query(&params) {
+        Ok(query) => query,
+        Err(error) => return invalid(error),
+    };
+    let page = state.service.history_as(&caller, RoomId(id), query).await;
+    result(
+        StatusCode::OK,
+        page.map(|messages| {
+            messages
+                .iter()
+                .map(ChatMessagePublish::from)
+                .collect::<Vec<_>>()
+        }),
+    )
+}
+
+/// Sends a message, as STOMP `SEND /app/chat.sendMessage` does: 201 means stored, with
+/// the room's next seq, and delivered to the room's subscribers on every instance.
+#[utoipa::path(
+    post,
+    path = "/api/chatrooms/{id}/messages",
+    tag = "messages",
+    params(
+        ("id" = i64, Path, description = "The room's id; a `chatRoomId` in the body must match it"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters: a retry with the same key (per sender and room) returns the stored message and stores nothing new"),
+    ),
+    request_body(content = ChatMessageRequest, content_type = "application/json"),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored", body = ChatMessagePublish),
+        (status = 400, description = "Invalid body, content or key (nothing stored)", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "`senderId` is not the caller (`SENDER_MISMATCH`), `SYSTEM` without the admin role, or a private room (`FORBIDDEN`)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such room (`UNKNOWN_ROOM`)", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Body not `application/json`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "Not stored (`STORE_UNAVAILABLE`), or not known whether stored (`STORE_OUTCOME_UNKNOWN`: retry with the same Idempotency-Key)", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn post_message(
+    id: i64,
+    caller: Caller,
+    body: bytes::Bytes,
+    key: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    state.metrics.messages_received.inc();
+    let key = match key.as_deref().map(IdempotencyKey::parse).transpose() {
+        Ok(key) => key,
+        Err(error) => {
+            state.metrics.rejected(error.code());
+            return invalid(error);
+        }
+    };
+    let mut request = match ChatMessageRequest::from_json(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            state.metrics.rejected(error.code());
+            return invalid(error);
+        }
+    };
+    // The path names the room; a body that names another one is a mistake to report.
+    match request.chat_room_id {
+        Some(room) if room != RoomId(id) => {
+            return invalid(ValidationError::InvalidJson(format!(
+                "chatRoomId {room} in the body does not match room {id} in the path"
+            )));
+        }
+        _ => request.chat_room_id = Some(RoomId(id)),
+    }
+    let sent = state.service.send_as(&caller, request, key).await;
+    match &sent {
+        Ok(sent) => state.gateway.hub.deliver_stored(sent),
+        Err(error) => state.metrics.rejected(error.code()),
+    }
+    result(
+        StatusCode::CREATED,
+        sent.map(|s| ChatMessagePublish::from(&s.message)),
+    )
+}
+
+fn member_body(room: i64, user: i64) -> MemberBody {
+    MemberBody {
         chat_room_id: room,
         user_id: user,
-    };
-    let ask = member
-        .and(warp::get())
-        .and(caller.clone())
-        .and(state.clone())
-        .then(
-            move |room: i64, user: i64, caller: Caller, state: Arc<AppState>| async move {
-                let asked = state
-                    .service
-                    .is_member_as(&caller, RoomId(room), SenderId(user))
-                    .await;
-                match asked {
-                    Ok(true) => json(StatusCode::OK, &body(room, user)),
-                    Ok(false) => not_a_member(room, user),
-                    Err(error) => problem::from_chat_error(&error),
-                }
-            },
-        );
-    let add = member
-        .and(warp::put())
-        .and(caller.clone())
-        .and(state.clone())
-        .then(
-            move |room: i64, user: i64, caller: Caller, state: Arc<AppState>| async move {
-                let added = state
-                    .service
-                    .add_member_as(&caller, RoomId(room), SenderId(user))
-                    .await;
-                match added {
-                    Ok(true) => json(StatusCode::CREATED, &body(room, user)),
-                    Ok(false) => json(StatusCode::OK, &body(room, user)),
-                    Err(error) => problem::from_chat_error(&error),
-                }
-            },
-        );
-    let remove = member
-        .and(warp::delete())
-        .and(caller)
-        .and(state)
-        .then(
-            |room: i64, user: i64, caller: Caller, state: Arc<AppState>| async move {
-                let (room_id, user_id) = (RoomId(room), SenderId(user));
-                let removed = state
-                    .service
-                    .remove_member_as(&caller, room_id, user_id)
-                    .await;
-                match removed {
-                    Ok((was_member, published)) => {
-                        // This instance's subscriptions end now, whatever the bus does;
-                        // the event through the bus ends them on the others.
-                        state.gateway.revocations.revoke(room_id, user_id);
-                        if let Some(error) = published {
-                            tracing::warn!(%error, room, user, "could not tell the other instances about a removed member; they find out when their bus reports the gap");
-                        }
-                        if was_member {
-                            StatusCode::NO_CONTENT.into_response()
-                        } else {
-                            not_a_member(room, user)
-                        }
-                    }
-                    Err(error) => problem::from_chat_error(&error),
-                }
-            },
-        );
-    ask.or(add).unify().or(remove).unify()
+    }
+}
+
+/// Whether a user is a member of a room. The owner or an admin may ask about anyone, a
+/// user about themselves.
+#[utoipa::path(
+    get,
+    path = "/api/chatrooms/{id}/members/{userId}",
+    tag = "members",
+    params(
+        ("id" = i64, Path, description = "The room's id"),
+        ("userId" = i64, Path, description = "The user's id"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "A member", body = MemberBody),
+        (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Neither the owner, an admin, nor the user (`FORBIDDEN`)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such room (`UNKNOWN_ROOM`) or not a member (`NOT_A_MEMBER`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn get_member(
+    room: i64,
+    user: i64,
+    caller: Caller,
+    state: Arc<AppState>,
+) -> Response {
+    let asked = state
+        .service
+        .is_member_as(&caller, RoomId(room), SenderId(user))
+        .await;
+    match asked {
+        Ok(true) => json(StatusCode::OK, &member_body(room, user)),
+        Ok(false) => not_a_member(room, user),
+        Err(error) => problem::from_chat_error(&error),
+    }
+}
+
+/// Adds a member (the owner or an admin).
+#[utoipa::path(
+    put,
+    path = "/api/chatrooms/{id}/members/{userId}",
+    tag = "members",
+    params(
+        ("id" = i64, Path, description = "The room's id"),
+        ("userId" = i64, Path, description = "The user's id"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Added", body = MemberBody),
+        (status = 200, description = "Was a member already", body = MemberBody),
+        (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Neither the owner nor an admin (`FORBIDDEN`)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such room (`UNKNOWN_ROOM`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn put_member(
+    room: i64,
+    user: i64,
+    caller: Caller,
+    state: Arc<AppState>,
+) -> Response {
+    let added = state
+        .service
+        .add_member_as(&caller, RoomId(room), SenderId(user))
+        .await;
+    match added {
+        Ok(true) => json(StatusCode::CREATED, &member_body(room, user)),
+        Ok(false) => json(StatusCode::OK, &member_body(room, user)),
+        Err(error) => problem::from_chat_error(&error),
+    }
+}
+
+/// Removes a member (the owner, an admin, or the user leaving); their live subscriptions
+/// to the room end on every instance.
+#[utoipa::path(
+    delete,
+    path = "/api/chatrooms/{id}/members/{userId}",
+    tag = "members",
+    params(
+        ("id" = i64, Path, description = "The room's id"),
+        ("userId" = i64, Path, description = "The user's id"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Neither the owner, an admin, nor the user (`FORBIDDEN`)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such room (`UNKNOWN_ROOM`) or not a member (`NOT_A_MEMBER`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn delete_member(
+    room: i64,
+    user: i64,
+    caller: Caller,
+    state: Arc<AppState>,
+) -> Response {
+    let (room_id, user_id) = (RoomId(room), SenderId(user));
+    let removed = state
+        .service
+        .remove_member_as(&caller, room_id, user_id)
+        .await;
+    match removed {
+        Ok((was_member, published)) => {
+            // This instance's subscriptions end now, whatever the bus does; the event
+            // through the bus ends them on the others.
+            state.gateway.revocations.revoke(room_id, user_id);
+            if let Some(error) = published {
+                tracing::warn!(%error, room, user, "could not tell the other instances about a removed member; they find out when their bus reports the gap");
+            }
+            if was_member {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                not_a_member(room, user)
+            }
+        }
+        Err(error) => problem::from_chat_error(&error),
+    }
 }
 
 fn not_a_member(room: i64, user: i64) -> Response {
