@@ -84,10 +84,46 @@ async fn bad_input_is_a_400_problem_with_a_stable_code() {
         let problem: serde_json::Value = response.json().await.unwrap();
         assert_eq!(problem["code"], code, "{path} {body}");
     }
-    for query in ["limit=201", "limit=0", "afterSeq=abc", "beforeSeq=-1"] {
-        let url = app.http(&format!("/api/chatrooms/{room}/messages?{query}"));
+    // A query string holds no JSON: a non-number is a query error naming the parameter.
+    for (path, query, code) in [
+        (
+            "/api/chatrooms/ROOM/messages",
+            "limit=201",
+            "INVALID_PAGINATION",
+        ),
+        (
+            "/api/chatrooms/ROOM/messages",
+            "limit=0",
+            "INVALID_PAGINATION",
+        ),
+        (
+            "/api/chatrooms/ROOM/messages",
+            "beforeSeq=-1",
+            "INVALID_PAGINATION",
+        ),
+        (
+            "/api/chatrooms/ROOM/messages",
+            "afterSeq=abc",
+            "INVALID_QUERY",
+        ),
+        ("/api/chatrooms", "limit=abc", "INVALID_QUERY"),
+        ("/api/chatrooms", "afterId=1.5", "INVALID_QUERY"),
+    ] {
+        let url = app.http(&format!(
+            "{}?{query}",
+            path.replace("ROOM", &room.to_string())
+        ));
         let response = reqwest::get(url).await.unwrap();
-        assert_eq!(response.status(), 400, "{query}");
+        assert_eq!(response.status(), 400, "{path}?{query}");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{path}?{query}");
+        if code == "INVALID_QUERY" {
+            let name = query.split('=').next().unwrap();
+            assert!(
+                problem["detail"].as_str().unwrap().contains(name),
+                "{problem}"
+            );
+        }
     }
 }
 

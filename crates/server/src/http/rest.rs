@@ -288,7 +288,7 @@ pub(crate) async fn create_room(
     responses(
         (status = 200, description = "One page of rooms, by id", body = Vec<RoomBody>,
             headers(("link" = String, description = "`</api/chatrooms?afterId=N&limit=M>; rel=\"next\"` when the page is full"))),
-        (status = 400, description = "A query parameter is not an integer or out of range", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "A query parameter is not an integer (`INVALID_QUERY`) or out of range (`INVALID_PAGINATION`)", body = Problem, content_type = PROBLEM),
         (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
         (status = 503, description = "The store is unavailable", body = Problem, content_type = PROBLEM),
     )
@@ -300,7 +300,7 @@ pub(crate) async fn list_rooms(
 ) -> Response {
     let query = match room_list_query(&params) {
         Ok(query) => query,
-        Err(error) => return invalid(error),
+        Err(error) => return error.into_response(),
     };
     match state.service.list_rooms_as(&caller, query).await {
         Ok(rooms) => room_page(rooms, query),
@@ -351,7 +351,7 @@ pub(crate) async fn get_room(id: i64, caller: Caller, state: Arc<AppState>) -> R
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Messages in ascending seq", body = Vec<ChatMessagePublish>),
-        (status = 400, description = "Invalid paging parameters", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "A query parameter is not an integer (`INVALID_QUERY`), negative or out of range (`INVALID_PAGINATION`)", body = Problem, content_type = PROBLEM),
         (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
         (status = 403, description = "A private room the caller is not a member of (`FORBIDDEN`)", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such room (`UNKNOWN_ROOM`)", body = Problem, content_type = PROBLEM),
@@ -366,7 +366,7 @@ pub(crate) async fn history(
 ) -> Response {
     let query = match history_query(&params) {
         Ok(query) => query,
-        Err(error) => return invalid(error),
+        Err(error) => return error.into_response(),
     };
     let page = state.service.history_as(&caller, RoomId(id), query).await;
     result(
@@ -602,10 +602,35 @@ fn room_page(rooms: Vec<Room>, query: RoomListQuery) -> Response {
     response
 }
 
-fn room_list_query(params: &HashMap<String, String>) -> Result<RoomListQuery, ValidationError> {
+/// What is wrong with a query string.
+#[derive(Debug)]
+enum QueryError {
+    /// A parameter that must be an integer is not: `INVALID_QUERY`, naming it. There is
+    /// no JSON in a query string, so this is not `INVALID_JSON`.
+    NotAnInteger { name: &'static str, raw: String },
+    /// A number out of range (`INVALID_PAGINATION`).
+    Invalid(ValidationError),
+}
+
+impl QueryError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NotAnInteger { name, raw } => problem::response(
+                StatusCode::BAD_REQUEST,
+                "INVALID_QUERY",
+                &format!("query parameter {name}={raw:?} is not an integer"),
+            ),
+            Self::Invalid(error) => invalid(error),
+        }
+    }
+}
+
+/// The room list's paging.
+fn room_list_query(params: &HashMap<String, String>) -> Result<RoomListQuery, QueryError> {
     let after = integer(params, "afterId")?;
-    let limit =
-        integer(params, "limit")?.map_or(Ok(RoomListLimit::DEFAULT), RoomListLimit::parse)?;
+    let limit = integer(params, "limit")?
+        .map_or(Ok(RoomListLimit::DEFAULT), RoomListLimit::parse)
+        .map_err(QueryError::Invalid)?;
     Ok(RoomListQuery {
         after: after.map(RoomId),
         limit,
@@ -613,23 +638,28 @@ fn room_list_query(params: &HashMap<String, String>) -> Result<RoomListQuery, Va
     })
 }
 
-fn integer(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ValidationError> {
+/// An optional integer query parameter.
+fn integer(
+    params: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<i64>, QueryError> {
     params
         .get(name)
         .map(|raw| {
-            raw.parse::<i64>().map_err(|_| {
-                ValidationError::InvalidJson(format!(
-                    "query parameter {name}={raw:?} is not an integer"
-                ))
+            raw.parse::<i64>().map_err(|_| QueryError::NotAnInteger {
+                name,
+                raw: raw.clone(),
             })
         })
         .transpose()
 }
 
-fn history_query(params: &HashMap<String, String>) -> Result<HistoryQuery, ValidationError> {
+/// The history page asked for.
+fn history_query(params: &HashMap<String, String>) -> Result<HistoryQuery, QueryError> {
     HistoryQuery::parse(
         integer(params, "afterSeq")?,
         integer(params, "beforeSeq")?,
         integer(params, "limit")?,
     )
+    .map_err(QueryError::Invalid)
 }
