@@ -58,7 +58,10 @@ pub enum LogFormat {
     name = "chat-server",
     version,
     about = "Real-time chat over STOMP/WebSocket. With nothing set it runs a single instance on \
-             in-memory storage; with DATABASE_URL and REDIS_URL it is one replica of a cluster."
+             in-memory storage; with DATABASE_URL and REDIS_URL it is one replica of a cluster.",
+    after_help = "Logs: RUST_LOG sets the level and per-module filters (default info; e.g. \
+                  RUST_LOG=chat_server=debug,info), CHAT_LOG_FORMAT=json for a log pipeline. \
+                  Settings, limits and the runbook: docs/operations.md."
 )]
 // The field docs are `--help` text, printed as written: URL forms like `[:port]` stay
 // unescaped there rather than turning into intra-doc links.

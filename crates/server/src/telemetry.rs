@@ -1,5 +1,8 @@
 //! Log set-up: readable lines by default, JSON lines with `CHAT_LOG_FORMAT=json`; the level
-//! comes from `RUST_LOG` (default `info`).
+//! comes from `RUST_LOG` (default `info`). Colours only when stdout is a terminal, so a log
+//! file or a pipe gets plain text.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -15,6 +18,7 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
         .log_internal_errors(false);
     match format {
         LogFormat::Human => builder.init(),
