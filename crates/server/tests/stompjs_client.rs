@@ -120,3 +120,45 @@ async fn stompjs_authenticates_with_connect_headers_in_jwt_mode() {
     assert_eq!(stored.len(), 2);
     assert!(stored.iter().all(|m| m.sender_id.get() == 7));
 }
+
+/// The Node.js example in the README, exactly as printed there (only the server's address
+/// is changed), against a fresh server whose first room is room 1, as in the README.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_node_example_runs_as_printed() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("the README is readable");
+    let after_marker = readme
+        .split_once("<!-- readme-node-example -->")
+        .expect("the README marks its Node example")
+        .1;
+    let code = after_marker
+        .split_once("```js\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a js code block follows the marker")
+        .0;
+    assert!(code.contains("ws://localhost:8080/ws"), "{code}");
+    let app = support::spawn_app().await;
+    assert_eq!(app.create_room("lobby").await, 1, "the README uses room 1");
+    let script = code.replace("localhost:8080", &app.addr.to_string());
+    // Beside package.json, so that node finds @stomp/stompjs and ws.
+    let file = client_dir().join(format!(".readme-example-{}.mjs", std::process::id()));
+    std::fs::write(&file, script).unwrap();
+    tokio::task::spawn_blocking(install_client).await.unwrap();
+    let run = tokio::process::Command::new("node")
+        .arg(&file)
+        .current_dir(client_dir())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), run).await;
+    std::fs::remove_file(&file).ok();
+    let output = output
+        .expect("the example ends by itself once it has heard its message")
+        .expect("node is needed for this test (install Node.js)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("content: 'hello'"), "{stdout}");
+    assert!(stdout.contains("seq: 1"), "{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(app.history(1).await.len(), 1);
+}
