@@ -795,7 +795,17 @@ impl Session {
                     },
                     room,
                 }),
-                Target::Errors => self.errors_subscription = None,
+                Target::Errors => {
+                    // Errors go to the newest errors subscription; ending an older one
+                    // changes nothing, ending that one hands them to another if any.
+                    if self.errors_subscription.as_ref() == Some(&id) {
+                        self.errors_subscription = self
+                            .subscriptions
+                            .iter()
+                            .find(|(_, target)| matches!(target, Target::Errors))
+                            .map(|(other, _)| other.clone());
+                    }
+                }
             }
         }
         self.receipt(frame.header("receipt"));

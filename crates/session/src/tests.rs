@@ -426,6 +426,38 @@ fn subscribe_errors_go_to_the_errors_queue_and_the_session_carries_on() {
 }
 
 #[test]
+fn ending_one_of_two_errors_subscriptions_keeps_errors_coming_on_the_other() {
+    let mut h = Harness::with_errors();
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "e2"), ("destination", "/user/queue/errors")],
+        "",
+    ));
+    let send_elsewhere = || bytes(Command::Send, &[("destination", "/app/elsewhere")], MESSAGE);
+    // The older one ends: errors still come, on the newer.
+    h.input(&bytes(Command::Unsubscribe, &[("id", "e")], ""));
+    h.input(&send_elsewhere());
+    let frames = h.frames();
+    assert_eq!(error_codes(&frames), ["UNKNOWN_DESTINATION"]);
+    assert_eq!(frames[0].header("subscription"), Some("e2"));
+    // Subscribed again and the newest ended: errors fall back to the remaining one.
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "e3"), ("destination", "/user/queue/errors")],
+        "",
+    ));
+    h.input(&bytes(Command::Unsubscribe, &[("id", "e3")], ""));
+    h.input(&send_elsewhere());
+    let frames = h.frames();
+    assert_eq!(error_codes(&frames), ["UNKNOWN_DESTINATION"]);
+    assert_eq!(frames[0].header("subscription"), Some("e2"));
+    // The last one ends: errors are only counted.
+    h.input(&bytes(Command::Unsubscribe, &[("id", "e2")], ""));
+    h.input(&send_elsewhere());
+    assert!(h.frames().is_empty());
+}
+
+#[test]
 fn without_an_errors_subscription_application_errors_are_only_counted() {
     let mut h = Harness::connected();
     h.input(&bytes(
