@@ -161,8 +161,24 @@ pub struct ChatMessageRequest {
     pub sender_id: Option<SenderId>,
     /// `senderNickname`: the display name, 1 to [`SenderNickname::MAX_CHARS`] characters.
     /// Required, unless the signed-in caller's token carries a nickname, which replaces it.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 50,
+            pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+        )
+    )]
     pub sender_nickname: Option<String>,
     /// `content`: the text, trimmed before it is checked. Required.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 4000,
+            pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+        )
+    )]
     pub content: Option<String>,
     /// `messageType`; `None` means [`MessageType::Text`].
     pub message_type: Option<MessageType>,
