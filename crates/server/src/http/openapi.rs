@@ -1,4 +1,4 @@
-//! `GET /api/openapi.json`: the REST API as an OpenAPI 3.1 document, generated at start-up
+//! `GET /api/openapi.json`: the REST API as an OpenAPI 3.1 document, built on first request
 //! from the handlers' `#[utoipa::path]` annotations and the types they read and write, so
 //! it changes with the code. The STOMP side (destinations, frames, headers) is not REST and
 //! lives in docs/protocol.md.
