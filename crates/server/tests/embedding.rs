@@ -113,6 +113,16 @@ async fn announce_says_what_is_wrong_and_exits_non_zero() {
     let said = String::from_utf8_lossy(&unreachable.stderr);
     assert!(said.starts_with("announce: Redis"), "{said}");
 
+    // PostgreSQL down: the same, naming PostgreSQL.
+    let no_database = [
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/chat"),
+        ("REDIS_URL", redis.url()),
+    ];
+    let unreachable = announce(&no_database, &["--room", "1", "--text", "hello?"]).await;
+    assert_eq!(unreachable.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(said.starts_with("announce: PostgreSQL"), "{said}");
+
     let empty = announce(&env, &["--room", "1", "--text", ""]).await;
     assert_eq!(empty.status.code(), Some(1), "{empty:?}");
 }
