@@ -8,9 +8,9 @@ use crate::{BusError, RepositoryError, RoomId, SenderId, Seq};
 /// A request that breaks the contract of spec §3. Nothing is stored or published.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ValidationError {
-    /// The body (or a query parameter) is not what the request expects: not JSON, a value
-    /// of the wrong type, or a `chatRoomId` that contradicts the path. The text says what
-    /// is wrong; fix the request before sending it again.
+    /// The body is not what the request expects: not JSON, a value of the wrong type, or a
+    /// `chatRoomId` that contradicts the path. The text says what is wrong; fix the request
+    /// before sending it again.
     #[error("the body is not valid JSON for this request: {0}")]
     InvalidJson(String),
     /// A required field is absent; it holds the field's JSON name, e.g. `chatRoomId`.
