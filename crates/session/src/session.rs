@@ -348,10 +348,10 @@ impl Session {
         if self.closed {
             return;
         }
-        self.error_frame(
+        self.error_and_close(
+            CloseReason::InvalidText,
             "a text WebSocket message was not valid UTF-8; send STOMP frames as UTF-8 text or as binary messages",
         );
-        self.close(CloseReason::InvalidText);
     }
 
     /// The socket failed under the session.
@@ -381,8 +381,7 @@ impl Session {
         let authenticated = match result {
             Ok(authenticated) => authenticated,
             Err(why) => {
-                self.error_frame(&why);
-                self.close(CloseReason::Unauthenticated);
+                self.error_and_close(CloseReason::Unauthenticated, &why);
                 return;
             }
         };
@@ -487,8 +486,7 @@ impl Session {
             DisconnectReason::SlowConsumer => "slow consumer: this client fell too far behind and was disconnected; reconnect and resubscribe with x-resume-after to catch up".to_owned(),
             DisconnectReason::ReplayFailed(why) => format!("the history for x-resume-after could not be read ({why}); reconnect and resubscribe with the same x-resume-after"),
         };
-        self.error_frame(&message);
-        self.close(CloseReason::SlowConsumer);
+        self.error_and_close(CloseReason::SlowConsumer, &message);
     }
 
     /// The instance drains: keep serving until `now + delay`, then tell the client to
@@ -505,8 +503,10 @@ impl Session {
             return;
         }
         if self.reconnect_at.is_some_and(|at| now >= at) {
-            self.error_frame("the server is shutting down; reconnect to continue");
-            self.close(CloseReason::ServerShutdown);
+            self.error_and_close(
+                CloseReason::ServerShutdown,
+                "the server is shutting down; reconnect to continue",
+            );
             return;
         }
         if let Phase::Connected {
@@ -515,10 +515,10 @@ impl Session {
         } = self.phase
             && now >= at
         {
-            self.error_frame(
+            self.error_and_close(
+                CloseReason::TokenExpired,
                 "your token expired; reconnect with a fresh token and resubscribe with x-resume-after to miss nothing",
             );
-            self.close(CloseReason::TokenExpired);
             return;
         }
         let paused = self.paused;
@@ -930,26 +930,31 @@ impl Session {
         self.write_frame(&frame);
     }
 
-    /// An ERROR frame; the session closes right after.
-    fn error_frame(&mut self, message: &str) {
+    /// An ERROR frame, then the close. `x-close-reason` carries `reason`'s label, so a
+    /// client can tell "reconnect and resume" (`server_shutdown`, `slow_consumer`,
+    /// `token_expired`, `heartbeat_timeout`, `idle_timeout`) from "fix the client"
+    /// (`protocol_error`, `unauthenticated`, `invalid_text`) without parsing the text.
+    fn error_and_close(&mut self, reason: CloseReason, message: &str) {
         let frame = Frame::new(Command::Error)
             .with_header("message", message)
+            .with_header("x-close-reason", reason.as_str())
             .with_header("content-type", "text/plain")
             .with_header("content-length", message.len().to_string())
             .with_body(message.as_bytes().to_vec());
         self.write_frame(&frame);
+        self.close(reason);
     }
 
     fn fail(&mut self, error: &ProtocolError) {
         if self.closed {
             return;
         }
-        self.error_frame(&error.to_string());
-        self.close(match error {
+        let reason = match error {
             ProtocolError::HeartbeatTimeout => CloseReason::HeartbeatTimeout,
             ProtocolError::Idle(_) => CloseReason::IdleTimeout,
             _ => CloseReason::ProtocolError,
-        });
+        };
+        self.error_and_close(reason, &error.to_string());
     }
 
     fn close(&mut self, reason: CloseReason) {

@@ -741,6 +741,7 @@ fn a_drain_tells_the_client_to_reconnect_after_its_delay() {
     assert_eq!(closed_with(&h.actions()), Some(CloseReason::ServerShutdown));
     let frames = h.frames();
     assert!(frames[0].header("message").unwrap().contains("reconnect"));
+    assert_eq!(frames[0].header("x-close-reason"), Some("server_shutdown"));
 }
 
 #[test]
@@ -758,7 +759,18 @@ fn an_eviction_says_why_and_closes_as_slow_consumer() {
         let frames = h.frames();
         assert_eq!(frames[0].command, Command::Error);
         assert!(frames[0].header("message").unwrap().contains(expected));
+        assert_eq!(frames[0].header("x-close-reason"), Some("slow_consumer"));
     }
+}
+
+#[test]
+fn a_protocol_error_says_so_in_a_header_a_client_can_branch_on() {
+    let mut h = Harness::connected();
+    h.input(&bytes(Command::Begin, &[("transaction", "t1")], ""));
+    assert_eq!(closed_with(&h.actions()), Some(CloseReason::ProtocolError));
+    let frames = h.frames();
+    assert_eq!(frames[0].command, Command::Error);
+    assert_eq!(frames[0].header("x-close-reason"), Some("protocol_error"));
 }
 
 #[test]
@@ -870,6 +882,7 @@ fn a_session_ends_when_its_token_expires() {
     assert_eq!(closed_with(&h.actions()), Some(CloseReason::TokenExpired));
     let frames = h.frames();
     assert!(frames[0].header("message").unwrap().contains("expired"));
+    assert_eq!(frames[0].header("x-close-reason"), Some("token_expired"));
 }
 
 #[test]
