@@ -3,7 +3,7 @@
 //! it changes with the code. The STOMP side (destinations, frames, headers) is not REST and
 //! lives in docs/protocol.md.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -13,12 +13,10 @@ use warp::reply::{Reply, Response};
 use super::{health, rest};
 
 /// The document, built once.
-static DOCUMENT: LazyLock<Arc<String>> = LazyLock::new(|| {
-    Arc::new(
-        ApiDoc::openapi()
-            .to_json()
-            .expect("the OpenAPI document serializes"),
-    )
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_json()
+        .expect("the OpenAPI document serializes")
 });
 
 #[derive(OpenApi)]
@@ -85,12 +83,7 @@ impl Modify for BearerToken {
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
 )]
 pub(crate) async fn document() -> Response {
-    warp::reply::with_header(
-        DOCUMENT.as_str().to_owned(),
-        "content-type",
-        "application/json",
-    )
-    .into_response()
+    warp::reply::with_header(DOCUMENT.as_str(), "content-type", "application/json").into_response()
 }
 
 pub(crate) fn route() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
