@@ -12,11 +12,13 @@ use crate::BenchError;
 #[command(
     name = "chat-bench",
     version,
-    about = "Load generator for STOMP over WebSocket: paced open-loop publishers, fan-out \
+    about = "Load generator for STOMP over WebSocket (and Socket.IO): paced open-loop publishers, fan-out \
              subscribers, end-to-end latency and loss accounting. Prints a summary on stderr \
              and one JSON line on stdout.",
     after_help = "Examples:\n  chat-bench --url ws://127.0.0.1:8080/ws --rate 2000 --rooms 20 --subscribers 200\n  \
                   chat-bench --raw-topic --topic-prefix /topic/bench. --login guest --passcode guest \\\n    --url ws://127.0.0.1:15674/ws --rate 2000\n  \
+                  chat-bench --socketio --url ws://127.0.0.1:18091 ws://127.0.0.1:18092 --rate 2000  \
+                  # scripts/peers/socketio\n  \
                   chat-bench --idle --connections 19000 --source-ips 8 --watch-pid $(pgrep chat-server)\n  \
                   chat-bench --jwt-secret \"$CHAT_JWT_SECRET\" --rate 2000 --subscribers 200  \
                   # server started with CHAT_AUTH=jwt"
@@ -40,7 +42,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub publishers: usize,
 
-    /// Rooms (chat rooms, or topics in --raw-topic mode).
+    /// Rooms (chat rooms, topics in --raw-topic mode, Socket.IO rooms with --socketio).
     #[arg(long, default_value_t = 10)]
     pub rooms: usize,
 
@@ -72,8 +74,17 @@ pub struct BenchArgs {
     #[arg(long)]
     pub raw_topic: bool,
 
+    /// Drive a Socket.IO server (the peer in scripts/peers/socketio) instead of STOMP:
+    /// Engine.IO v4 / Socket.IO v5 over the WebSocket. Subscribers emit `join` with their
+    /// room and wait for its ack; publishers emit `send` with `{room, content}` (with an
+    /// ack id when --receipts is given) and end with an acked `leave`. A bare
+    /// `--url ws://host:port` gets the path `/socket.io/?EIO=4&transport=websocket`.
+    #[arg(long, conflicts_with_all = ["raw_topic", "jwt_secret", "idle"])]
+    pub socketio: bool,
+
     /// Destination prefix subscribers follow; the room number or id is appended.
-    /// Default `/topic/chatroom/`; in --raw-topic mode `/topic/bench.<run>.`.
+    /// Default `/topic/chatroom/`; in --raw-topic mode `/topic/bench.<run>.`; with
+    /// --socketio the room names, default `bench.<run>.`.
     #[arg(long)]
     pub topic_prefix: Option<String>,
 
@@ -113,6 +124,14 @@ pub struct BenchArgs {
     #[arg(long = "watch-pid", num_args = 1..)]
     pub watch_pids: Vec<u32>,
 
+    /// A backend whose CPU the run should report, as NAME=PID[,PID...]: each PID with its
+    /// descendants, live or exited, over the same window as the server CPU (e.g.
+    /// `redis=$(pgrep -d, -x redis-server) postgres=$(pgrep -o -x postgres)`, the
+    /// postmaster). Reported as `backend_cpu_s.NAME` and per message sent in the window as
+    /// `backend_cpu_us_per_msg.NAME`. Repeat the flag for several backends.
+    #[arg(long = "watch-backend", value_parser = Backend::parse, num_args = 1..)]
+    pub watch_backends: Vec<Backend>,
+
     /// Label copied into the JSON line (the scenario name).
     #[arg(long, default_value = "")]
     pub label: String,
@@ -123,6 +142,7 @@ pub struct BenchArgs {
 
     /// Ask for a RECEIPT on every SEND and report the time from each message's intended
     /// send time to its RECEIPT (chat-service sends it once the message is committed).
+    /// With --socketio: an ack on every `send` (the peer acks once it has broadcast).
     #[arg(long)]
     pub receipts: bool,
 
@@ -170,6 +190,55 @@ pub struct BenchArgs {
     /// Idle mode: seconds to hold the connections once open.
     #[arg(long, default_value_t = 10.0)]
     pub hold: f64,
+}
+
+/// A `--watch-backend NAME=PID[,PID...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// What the report calls it.
+    pub name: String,
+    /// The processes whose trees are summed.
+    pub pids: Vec<u32>,
+}
+
+impl Backend {
+    /// Parses `NAME=PID[,PID...]`.
+    ///
+    /// # Errors
+    /// A message for clap: no `=`, an empty or odd name, no PID, or a PID that is not a
+    /// number.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, pids) = text
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=PID[,PID...], got {text:?}"))?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "backend name {name:?} must be letters, digits, '_' or '-'"
+            ));
+        }
+        let pids = pids
+            .split(',')
+            .filter(|pid| !pid.trim().is_empty())
+            .map(|pid| {
+                pid.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{pid:?} in {text:?} is not a process id"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if pids.is_empty() {
+            return Err(format!(
+                "no process id for backend {name:?}: is it running?"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            pids,
+        })
+    }
 }
 
 impl BenchArgs {
@@ -299,6 +368,46 @@ mod tests {
         assert_eq!(args.jwt_ttl, 3600);
         // Issuer and audience mean nothing without a secret.
         assert!(BenchArgs::try_parse_from(["chat-bench", "--jwt-issuer", "x"]).is_err());
+    }
+
+    #[test]
+    fn backends_are_named_process_id_lists() {
+        let args = BenchArgs::parse_from([
+            "chat-bench",
+            "--watch-backend",
+            "redis=12,34",
+            "postgres=56",
+        ]);
+        assert_eq!(
+            args.watch_backends,
+            [
+                Backend {
+                    name: "redis".into(),
+                    pids: vec![12, 34]
+                },
+                Backend {
+                    name: "postgres".into(),
+                    pids: vec![56]
+                },
+            ]
+        );
+        for bad in ["redis", "redis=", "=12", "redis=12,x", "re dis=1"] {
+            assert!(Backend::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn socketio_mode_excludes_the_stomp_only_modes() {
+        assert!(BenchArgs::try_parse_from(["chat-bench", "--socketio", "--receipts"]).is_ok());
+        for other in [
+            &["--raw-topic"][..],
+            &["--idle"],
+            &["--jwt-secret", &"s".repeat(32)],
+        ] {
+            let mut argv = vec!["chat-bench", "--socketio"];
+            argv.extend_from_slice(other);
+            assert!(BenchArgs::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
     }
 
     #[test]

@@ -40,6 +40,15 @@ pub enum BenchError {
         /// What happened.
         reason: String,
     },
+    /// The Socket.IO conversation went wrong (refused namespace or join, unexpected
+    /// packet, closed socket).
+    #[error("Socket.IO error from {url}: {reason}")]
+    SocketIo {
+        /// The endpoint.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
     /// A step did not finish in time.
     #[error("{what} timed out after {secs:.1} s")]
     Timeout {

@@ -2,7 +2,8 @@
 //!
 //! It drives chat-service through its real wire contract (REST to create rooms, SEND to
 //! `/app/chat.sendMessage`, SUBSCRIBE to `/topic/chatroom/{id}`) or, with `--raw-topic`,
-//! any plain STOMP broker (RabbitMQ Web-STOMP) by publishing straight to the topic. Every
+//! any plain STOMP broker (RabbitMQ Web-STOMP) by publishing straight to the topic, or, with
+//! `--socketio`, a Socket.IO server (Engine.IO v4 / Socket.IO v5, [`socketio`]). Every
 //! message carries its publisher, a per-publisher sequence number and its intended send
 //! time, so each subscriber measures end-to-end latency and finds lost, duplicated and
 //! reordered messages on its own.
@@ -22,6 +23,8 @@ pub mod payload;
 pub mod procstat;
 pub mod report;
 pub mod rooms;
+pub mod socketio;
+pub mod socketio_ws;
 pub mod stomp_ws;
 pub mod token;
 pub mod tracker;

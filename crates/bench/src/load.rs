@@ -1,6 +1,8 @@
-//! The load run: connect subscribers (each waits for its SUBSCRIBE receipt), connect
-//! publishers, then send on a fixed schedule for warm-up + duration while subscribers
-//! account for every delivery, drain, and add it all up.
+//! The load run: connect subscribers (each waits for its SUBSCRIBE receipt, or with
+//! `--socketio` its `join` ack), connect publishers, then send on a fixed schedule for
+//! warm-up + duration while subscribers account for every delivery, drain, and add it all
+//! up. The Socket.IO read and write loops live in [`socketio`]; everything else (schedule,
+//! markers, accounting, CPU window) is the same for every protocol.
 //!
 //! Publishers are open loop: message k of a publisher is due at `start + (k + phase) / rate`
 //! whatever the server does, and carries that *intended* time. A server that stalls makes
@@ -18,11 +20,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::latency::SharedLatency;
+use crate::latency::{LatencyRecorder, SharedLatency};
 use crate::payload::Marker;
 use crate::procstat::{self, ProcSample};
 use crate::report::LoadReport;
 use crate::rooms;
+use crate::socketio_ws::SocketIoConnection;
 use crate::stomp_ws::{ConnectOptions, StompConnection};
 use crate::token::{self, TokenMinter};
 use crate::tracker::{DeliveryTotals, DeliveryTracker};
@@ -37,6 +40,47 @@ const MAX_BURST: u64 = 256;
 const BYE_RECEIPT: &str = "bench-bye";
 /// Publishers start together a little after the last one connected.
 const START_DELAY: Duration = Duration::from_millis(200);
+
+mod socketio;
+
+/// What a run speaks and where it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// chat-service: REST-created rooms, SEND to `/app/chat.sendMessage` with a JSON body.
+    ChatService,
+    /// A plain STOMP broker: SEND straight to the subscribed topic (`--raw-topic`).
+    RawTopic,
+    /// A Socket.IO server: `join` and `send` events (`--socketio`).
+    SocketIo,
+}
+
+impl Wire {
+    fn of(args: &BenchArgs) -> Self {
+        if args.socketio {
+            Self::SocketIo
+        } else if args.raw_topic {
+            Self::RawTopic
+        } else {
+            Self::ChatService
+        }
+    }
+
+    /// The report's `mode`.
+    fn name(self) -> &'static str {
+        match self {
+            Self::ChatService => "chat-service",
+            Self::RawTopic => "raw-topic",
+            Self::SocketIo => "socketio",
+        }
+    }
+}
+
+/// One open connection, of the protocol the run speaks.
+#[derive(Debug)]
+enum Link {
+    Stomp(StompConnection),
+    SocketIo(SocketIoConnection),
+}
 
 /// Counters the progress line and the CPU window read while the run goes on.
 #[derive(Debug, Default)]
@@ -85,8 +129,9 @@ struct Rooms {
 /// to connect. Individual connection failures are counted in the report instead.
 pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     args.validate()?;
+    let wire = Wire::of(args);
     let minter = TokenMinter::from_args(args);
-    let rooms = prepare_rooms(args, minter.as_ref()).await?;
+    let rooms = prepare_rooms(args, wire, minter.as_ref()).await?;
     let options = |websocket| ConnectOptions {
         login: args.login.clone(),
         passcode: args.passcode.clone(),
@@ -102,11 +147,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     let origin = StdInstant::now();
     let mut report = LoadReport {
         label: args.label.clone(),
-        mode: if args.raw_topic {
-            "raw-topic"
-        } else {
-            "chat-service"
-        },
+        mode: wire.name(),
         urls: args.urls.clone(),
         publish_urls: args.publisher_urls().to_vec(),
         rate: args.rate,
@@ -133,15 +174,19 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
             &format!("bench-sub-{i}"),
         );
         async move {
+            if wire == Wire::SocketIo {
+                let mut connection = SocketIoConnection::open(&url, &options).await?;
+                connection.join(&destination).await?;
+                return Ok(Link::SocketIo(connection));
+            }
             options.token = token?;
             let mut connection = StompConnection::open(&url, &options).await?;
             connection.subscribe(&format!("s{i}"), &destination).await?;
-            Ok(connection)
+            Ok(Link::Stomp(connection))
         }
     })
     .await;
     let publisher_urls = args.publisher_urls().to_vec();
-    let raw = args.raw_topic;
     let publishers = connect_all(args, args.publishers, |j| {
         let url = publisher_urls[j % publisher_urls.len()].clone();
         let mut options = writer_options.clone();
@@ -152,15 +197,20 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
             &format!("bench-{j}"),
         );
         async move {
+            if wire == Wire::SocketIo {
+                return Ok(Link::SocketIo(
+                    SocketIoConnection::open(&url, &options).await?,
+                ));
+            }
             options.token = token?;
             let mut connection = StompConnection::open(&url, &options).await?;
-            if !raw {
+            if wire == Wire::ChatService {
                 // chat-service reports rejected SENDs there; without it they are silent.
                 connection
                     .subscribe(&format!("e{j}"), ERRORS_DESTINATION)
                     .await?;
             }
-            Ok(connection)
+            Ok(Link::Stomp(connection))
         }
     })
     .await;
@@ -207,13 +257,20 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     let mut subscriber_tasks = JoinSet::new();
     let mut subscriber_rooms = Vec::new();
     for (i, result) in subscribers {
-        if let Ok(connection) = result {
+        if let Ok(link) = result {
             subscriber_rooms.push(i % args.rooms);
             let context = context.clone();
             let stop = stop_rx.clone();
             let room = i % args.rooms;
-            subscriber_tasks
-                .spawn(async move { (room, subscriber_loop(connection, &context, stop).await) });
+            subscriber_tasks.spawn(async move {
+                let outcome = match link {
+                    Link::Stomp(connection) => subscriber_loop(connection, &context, stop).await,
+                    Link::SocketIo(connection) => {
+                        socketio::subscriber_loop(connection, &context, stop).await
+                    }
+                };
+                (room, outcome)
+            });
         }
     }
     let per_publisher_rate = args.rate / args.publishers as f64;
@@ -222,13 +279,12 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
             let room = j % args.rooms;
             PublisherPlan {
                 index: u32::try_from(j).unwrap_or(u32::MAX),
-                destination: if args.raw_topic {
-                    rooms.destinations[room].clone()
-                } else {
-                    CHAT_SEND_DESTINATION.to_owned()
+                destination: match wire {
+                    Wire::ChatService => CHAT_SEND_DESTINATION.to_owned(),
+                    Wire::RawTopic | Wire::SocketIo => rooms.destinations[room].clone(),
                 },
                 room_id: rooms.ids[room],
-                raw: args.raw_topic,
+                wire,
                 receipts: args.receipts,
                 size: args.size,
                 interval: Duration::from_secs_f64(1.0 / per_publisher_rate),
@@ -242,26 +298,43 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     report.scheduled = plans.iter().map(PublisherPlan::scheduled).sum();
     let mut publisher_tasks = JoinSet::new();
     for ((_, result), plan) in publishers.into_iter().zip(plans) {
-        if let Ok(connection) = result {
+        if let Ok(link) = result {
             let context = context.clone();
             publisher_tasks.spawn(async move {
                 // A publisher stuck behind a server that stopped reading gives up at the
                 // end of the drain; what it did not write counts as unsent.
                 let deadline = Instant::from_std(drain_end);
-                let _ =
-                    tokio::time::timeout_at(deadline, publisher_loop(connection, plan, &context))
-                        .await;
+                let _ = match link {
+                    Link::Stomp(connection) => {
+                        tokio::time::timeout_at(
+                            deadline,
+                            publisher_loop(connection, plan, &context),
+                        )
+                        .await
+                    }
+                    Link::SocketIo(connection) => {
+                        tokio::time::timeout_at(
+                            deadline,
+                            socketio::publisher_loop(connection, plan, &context),
+                        )
+                        .await
+                    }
+                };
             });
         }
     }
 
     let progress = spawn_progress(args, context.clone(), start, measure_from, send_end);
 
-    // The CPU window opens when measuring starts.
+    // The CPU window opens when measuring starts. Every CPU figure of the report covers
+    // it: the server's, the generator's, the backends' and the whole machine's.
     tokio::time::sleep_until(Instant::from_std(measure_from)).await;
     let server_before = procstat::sample_all(&args.watch_pids);
     let bench_before = procstat::sample_self();
+    let backends_before = sample_backends(args);
+    let machine_before = procstat::sample_machine();
     let delivered_before = context.live.delivered.load(Ordering::Relaxed);
+    let sent_before = context.live.sent.load(Ordering::Relaxed);
     let window_start = StdInstant::now();
 
     while publisher_tasks.join_next().await.is_some() {}
@@ -287,7 +360,10 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     let window = window_start.elapsed().as_secs_f64();
     let server_after = procstat::sample_all(&args.watch_pids);
     let bench_after = procstat::sample_self();
+    let backends_after = sample_backends(args);
+    let machine_after = procstat::sample_machine();
     let delivered_in_window = context.live.delivered.load(Ordering::Relaxed) - delivered_before;
+    let sent_in_window = context.live.sent.load(Ordering::Relaxed) - sent_before;
     let _ = stop_tx.send(true);
     progress.abort();
 
@@ -341,6 +417,25 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
         }
     }
     report.bench_cpu_s = cpu_delta(bench_before, bench_after);
+    report.cpu_window_s = window;
+    report.window_sent = sent_in_window;
+    if let (Some(before), Some(after)) = (machine_before, machine_after) {
+        let busy = after.busy_secs - before.busy_secs;
+        report.machine_busy_cpu_s = Some(busy);
+        report.machine_cpu_pct = Some(100.0 * busy / window.max(1e-9));
+        report.machine_steal_cpu_s = Some(after.steal_secs - before.steal_secs);
+    }
+    for ((name, before), (_, after)) in backends_before.into_iter().zip(backends_after) {
+        if let (Some(before), Some(after)) = (before, after) {
+            let cpu = after - before;
+            if sent_in_window > 0 {
+                report
+                    .backend_cpu_us_per_msg
+                    .insert(name.clone(), cpu * 1e6 / sent_in_window as f64);
+            }
+            report.backend_cpu_s.insert(name, cpu);
+        }
+    }
     report.bench_runqueue_wait_s = bench_before
         .zip(bench_after)
         .map(|(before, after)| after.runqueue_wait_secs - before.runqueue_wait_secs);
@@ -365,6 +460,14 @@ fn cpu_delta(before: Option<ProcSample>, after: Option<ProcSample>) -> Option<f6
     Some(after?.cpu_secs - before?.cpu_secs)
 }
 
+/// CPU seconds of each `--watch-backend` process tree, in the flags' order.
+fn sample_backends(args: &BenchArgs) -> Vec<(String, Option<f64>)> {
+    args.watch_backends
+        .iter()
+        .map(|backend| (backend.name.clone(), procstat::tree_cpu_secs(&backend.pids)))
+        .collect()
+}
+
 /// Messages a publisher with `rate` and `phase` (a fraction of one interval) is due to send
 /// in `secs`: those with `(k + phase) / rate < secs`.
 #[must_use]
@@ -380,15 +483,20 @@ pub fn scheduled_count(secs: f64, rate: f64, phase: f64) -> u64 {
 
 async fn prepare_rooms(
     args: &BenchArgs,
+    wire: Wire,
     minter: Option<&TokenMinter>,
 ) -> Result<Rooms, BenchError> {
-    if args.raw_topic {
+    if wire != Wire::ChatService {
         let prefix = args.topic_prefix.clone().unwrap_or_else(|| {
             // A fresh topic per run: an earlier run's leftovers cannot leak into this one.
             let run = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
-            format!("/topic/bench.{run}.")
+            if wire == Wire::SocketIo {
+                format!("bench.{run}.")
+            } else {
+                format!("/topic/bench.{run}.")
+            }
         });
         return Ok(Rooms {
             destinations: (0..args.rooms).map(|i| format!("{prefix}{i}")).collect(),
@@ -418,10 +526,10 @@ async fn connect_all<F, Fut>(
     args: &BenchArgs,
     count: usize,
     open: F,
-) -> Vec<(usize, Result<StompConnection, BenchError>)>
+) -> Vec<(usize, Result<Link, BenchError>)>
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<StompConnection, BenchError>> + Send + 'static,
+    Fut: Future<Output = Result<Link, BenchError>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(args.connect_concurrency));
     let mut tasks = JoinSet::new();
@@ -449,6 +557,31 @@ struct SubscriberOutcome {
     tracker: DeliveryTracker,
     /// Distinct deliveries of measured messages.
     measured_deliveries: u64,
+}
+
+impl SubscriberOutcome {
+    /// Accounts for one delivered message whose body (or content) is `body`, received at
+    /// `now_us`; `false` if it carries no bench marker.
+    fn record(
+        &mut self,
+        body: &[u8],
+        now_us: u64,
+        context: &RunContext,
+        latency: &mut LatencyRecorder,
+    ) -> bool {
+        let Some(marker) = Marker::find(body) else {
+            self.tracker.unparsable += 1;
+            return false;
+        };
+        let arrival = self.tracker.record(marker.publisher, marker.seq);
+        if arrival != crate::tracker::Arrival::Duplicate
+            && marker.sent_us >= context.measure_from_us
+        {
+            self.measured_deliveries += 1;
+            latency.record(now_us.saturating_sub(marker.sent_us));
+        }
+        true
+    }
 }
 
 async fn subscriber_loop(
@@ -479,17 +612,8 @@ async fn subscriber_loop(
         loop {
             match connection.decoder.next_item() {
                 Ok(Some(Item::Frame(frame))) if frame.command == Command::Message => {
-                    let Some(marker) = Marker::find(&frame.body) else {
-                        outcome.tracker.unparsable += 1;
-                        continue;
-                    };
-                    delivered += 1;
-                    let arrival = outcome.tracker.record(marker.publisher, marker.seq);
-                    if arrival != crate::tracker::Arrival::Duplicate
-                        && marker.sent_us >= context.measure_from_us
-                    {
-                        outcome.measured_deliveries += 1;
-                        latency.record(now_us.saturating_sub(marker.sent_us));
+                    if outcome.record(&frame.body, now_us, context, &mut latency) {
+                        delivered += 1;
                     }
                 }
                 Ok(Some(Item::Frame(frame))) if frame.command == Command::Error => {
@@ -515,9 +639,10 @@ async fn subscriber_loop(
 #[derive(Debug, Clone)]
 struct PublisherPlan {
     index: u32,
+    /// The SEND destination, or the room name for Socket.IO.
     destination: String,
     room_id: i64,
-    raw: bool,
+    wire: Wire,
     receipts: bool,
     size: usize,
     interval: Duration,
@@ -553,8 +678,9 @@ impl PublisherPlan {
             seq,
             sent_us,
         };
+        let raw = self.wire == Wire::RawTopic;
         let mut body = String::with_capacity(self.size + 160);
-        if self.raw {
+        if raw {
             marker.write_padded(self.size, &mut body);
         } else {
             body.push_str(&format!(
@@ -566,7 +692,7 @@ impl PublisherPlan {
             marker.write_padded(self.size, &mut body);
             body.push_str("\"}");
         }
-        let content_type = if self.raw {
+        let content_type = if raw {
             "text/plain"
         } else {
             "application/json"
@@ -770,7 +896,7 @@ mod tests {
             index: 0,
             destination: "/topic/x".into(),
             room_id: 1,
-            raw: true,
+            wire: Wire::RawTopic,
             receipts: false,
             size: 64,
             interval: Duration::from_millis(100),
@@ -792,7 +918,7 @@ mod tests {
             index: 4,
             destination: CHAT_SEND_DESTINATION.into(),
             room_id: 12,
-            raw: false,
+            wire: Wire::ChatService,
             receipts: true,
             size: 100,
             interval: Duration::from_millis(1),

@@ -1,6 +1,8 @@
-//! CPU time and memory of processes, read from /proc: what "CPU per delivery" and "RSS per
-//! connection" are computed from. Linux only; elsewhere every reading is `None`.
+//! CPU time and memory of processes, and the whole machine's CPU, read from /proc: what
+//! "CPU per delivery", "RSS per connection" and the machine's busy share are computed from.
+//! Linux only; elsewhere every reading is `None`.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use serde::Serialize;
@@ -95,6 +97,118 @@ fn clock_ticks_per_sec() -> u64 {
         .max(1)
 }
 
+/// The CPU seconds of process trees: every process given, every live descendant, and
+/// every descendant that has exited and been reaped (its time moved to its parent's
+/// `cutime`/`cstime`). That is what a forking server costs: PostgreSQL's backends come
+/// and go with their connections, Redis forks for BGSAVE. Each process counts once, also
+/// when it is a root and another root's descendant. `None` if no root is alive.
+#[must_use]
+pub fn tree_cpu_secs(roots: &[u32]) -> Option<f64> {
+    let table: Vec<(u32, StatTimes)> = fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            Some((pid, parse_stat_times(&stat)?))
+        })
+        .collect();
+    let ticks = tree_ticks(&table, roots)?;
+    Some(ticks as f64 / clock_ticks_per_sec() as f64)
+}
+
+/// Sum of own and reaped children's ticks over `roots` and their descendants in `table`.
+fn tree_ticks(table: &[(u32, StatTimes)], roots: &[u32]) -> Option<u64> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut times = HashMap::new();
+    for &(pid, stat) in table {
+        children.entry(stat.ppid).or_default().push(pid);
+        times.insert(pid, stat);
+    }
+    let mut seen = HashSet::new();
+    let mut queue: Vec<u32> = roots
+        .iter()
+        .copied()
+        .filter(|pid| times.contains_key(pid))
+        .collect();
+    if queue.is_empty() {
+        return None;
+    }
+    let mut ticks = 0;
+    while let Some(pid) = queue.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        let stat = times[&pid];
+        ticks += stat.own_ticks + stat.reaped_children_ticks;
+        queue.extend(children.get(&pid).into_iter().flatten().copied());
+    }
+    Some(ticks)
+}
+
+/// The fields of `/proc/<pid>/stat` a process tree is summed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatTimes {
+    ppid: u32,
+    /// utime + stime.
+    own_ticks: u64,
+    /// cutime + cstime: children that exited and were waited for.
+    reaped_children_ticks: u64,
+}
+
+fn parse_stat_times(stat: &str) -> Option<StatTimes> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().take(15).collect();
+    // After the name, index 0 is field 3 (state): ppid is field 4, utime..cstime 14..17.
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(StatTimes {
+        ppid: u32::try_from(field(4)?).ok()?,
+        own_ticks: field(14)? + field(15)?,
+        reaped_children_ticks: field(16)? + field(17)?,
+    })
+}
+
+/// One reading of the machine's CPU counters (the `cpu` line of `/proc/stat`), in seconds
+/// summed over all cores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct MachineSample {
+    /// Time spent running anything: user, nice, system, irq and softirq (guest time is part
+    /// of user). Steal (the hypervisor running someone else) is not work done here.
+    pub busy_secs: f64,
+    /// Idle and I/O wait.
+    pub idle_secs: f64,
+    /// Stolen by the hypervisor.
+    pub steal_secs: f64,
+}
+
+/// Reads `/proc/stat` (`None` where it does not exist).
+#[must_use]
+pub fn sample_machine() -> Option<MachineSample> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    parse_machine(&stat, clock_ticks_per_sec())
+}
+
+fn parse_machine(stat: &str, ticks_per_sec: u64) -> Option<MachineSample> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let at = |i: usize| values.get(i).copied().unwrap_or(0);
+    if values.len() < 4 {
+        return None;
+    }
+    let secs = |ticks: u64| ticks as f64 / ticks_per_sec.max(1) as f64;
+    Some(MachineSample {
+        busy_secs: secs(at(0) + at(1) + at(2) + at(5) + at(6)),
+        idle_secs: secs(at(3) + at(4)),
+        steal_secs: secs(at(7)),
+    })
+}
+
 /// Sum of readings over processes; `None` if any of them cannot be read.
 #[must_use]
 pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
@@ -134,11 +248,68 @@ mod tests {
     }
 
     #[test]
+    fn parent_child_and_cumulative_times_are_read_from_stat() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime cutime cstime ...
+        let stat = "42 (postgres) S 7 42 42 0 -1 0 0 0 0 0 30 20 500 100 20 0 1 0";
+        assert_eq!(
+            parse_stat_times(stat),
+            Some(StatTimes {
+                ppid: 7,
+                own_ticks: 50,
+                reaped_children_ticks: 600,
+            })
+        );
+        assert_eq!(parse_stat_times("42 (x) S 7 42"), None);
+    }
+
+    #[test]
+    fn a_process_tree_counts_descendants_and_reaped_children_once() {
+        let times = |ppid, own, reaped| StatTimes {
+            ppid,
+            own_ticks: own,
+            reaped_children_ticks: reaped,
+        };
+        let table = [
+            (1, times(0, 1000, 0)),
+            // A postmaster with two live backends, one of which forked a child.
+            (10, times(1, 5, 200)),
+            (11, times(10, 30, 0)),
+            (12, times(10, 40, 7)),
+            (13, times(12, 3, 0)),
+            // Someone else's process.
+            (20, times(1, 900, 0)),
+        ];
+        assert_eq!(tree_ticks(&table, &[10]), Some(5 + 200 + 30 + 40 + 7 + 3));
+        // A root that is also another root's descendant is not counted twice.
+        assert_eq!(tree_ticks(&table, &[10, 12]), Some(285));
+        assert_eq!(tree_ticks(&table, &[12]), Some(50));
+        // Roots that are gone are skipped; none alive is no reading.
+        assert_eq!(tree_ticks(&table, &[99, 13]), Some(3));
+        assert_eq!(tree_ticks(&table, &[99]), None);
+    }
+
+    #[test]
+    fn the_machine_line_splits_into_busy_idle_and_steal() {
+        let stat = "cpu  100 5 50 1000 20 3 2 7 40 0\ncpu0 50 2 25 500 10 1 1 3 20 0\nintr 1\n";
+        let sample = parse_machine(stat, 100).unwrap();
+        assert!((sample.busy_secs - 1.60).abs() < 1e-9, "{sample:?}");
+        assert!((sample.idle_secs - 10.20).abs() < 1e-9, "{sample:?}");
+        assert!((sample.steal_secs - 0.07).abs() < 1e-9, "{sample:?}");
+        assert_eq!(parse_machine("cpu0 1 2 3 4\n", 100), None);
+        assert_eq!(parse_machine("cpu 1 x 3 4\n", 100), None);
+    }
+
+    #[test]
     fn this_process_can_be_sampled_on_linux() {
         if cfg!(target_os = "linux") {
             let me = sample_self().expect("/proc/self is readable on Linux");
             assert!(me.rss_bytes > 0 && me.peak_rss_bytes >= me.rss_bytes / 2);
             assert!(clock_ticks_per_sec() >= 1);
+            let tree = tree_cpu_secs(&[std::process::id()]).expect("this process is alive");
+            assert!(tree >= 0.0);
+            let machine = sample_machine().expect("/proc/stat is readable on Linux");
+            assert!(machine.busy_secs > 0.0 && machine.idle_secs >= 0.0);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What a load run found: one struct that serialises to the JSON line the scripts collect,
 //! and the human summary printed beside it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -13,7 +14,7 @@ use crate::tracker::DeliveryTotals;
 pub struct LoadReport {
     /// `--label`, usually the scenario name.
     pub label: String,
-    /// `chat-service` or `raw-topic`.
+    /// `chat-service`, `raw-topic` or `socketio`.
     pub mode: &'static str,
     /// Subscriber endpoints.
     pub urls: Vec<String>,
@@ -63,8 +64,8 @@ pub struct LoadReport {
     pub sent_per_sec: f64,
     /// Distinct deliveries per second of messages sent during the measured window.
     pub deliveries_per_sec: f64,
-    /// With `--receipts`: RECEIPTs received, and the time from the intended send time to
-    /// the RECEIPT, measured messages only.
+    /// With `--receipts`: RECEIPTs (or Socket.IO acks) received, and the time from the
+    /// intended send time to the RECEIPT, measured messages only.
     pub receipts: u64,
     pub receipt_latency: Option<LatencySummary>,
     /// End-to-end latency from the intended send time, measured messages only.
@@ -88,6 +89,24 @@ pub struct LoadReport {
     pub bench_cpu_s: Option<f64>,
     /// The generator's own run-queue wait in the same window.
     pub bench_runqueue_wait_s: Option<f64>,
+
+    /// Seconds of that window: from the start of measuring to the end of the drain (which
+    /// ends early once every owed delivery arrived). Every CPU figure covers it.
+    pub cpu_window_s: f64,
+    /// Messages sent in the window (the measured ones; the drain sends nothing).
+    pub window_sent: u64,
+    /// CPU seconds the whole machine was busy in the window, all cores together (user,
+    /// nice, system, irq, softirq from /proc/stat): servers, backends, the generator and
+    /// anything else running.
+    pub machine_busy_cpu_s: Option<f64>,
+    /// The same in percent of one core: 200 means both cores of a 2-core machine busy.
+    pub machine_cpu_pct: Option<f64>,
+    /// CPU seconds the hypervisor gave to someone else in the window (not in busy).
+    pub machine_steal_cpu_s: Option<f64>,
+    /// CPU seconds of each `--watch-backend` process tree in the window, by name.
+    pub backend_cpu_s: BTreeMap<String, f64>,
+    /// The same in microseconds per message sent in the window.
+    pub backend_cpu_us_per_msg: BTreeMap<String, f64>,
 
     /// Zero loss, nothing unsent, no duplicates and p99 under `--p99-limit-ms`.
     pub ok: bool,
@@ -176,6 +195,24 @@ impl fmt::Display for LoadReport {
             ),
             optional(self.bench_cpu_s, " s"),
         )?;
+        let backends: String = self
+            .backend_cpu_s
+            .iter()
+            .map(|(name, cpu)| {
+                let per_msg = self
+                    .backend_cpu_us_per_msg
+                    .get(name)
+                    .map_or_else(String::new, |us| format!(" ({us:.1} us/msg)"));
+                format!(", {name} {cpu:.2} s{per_msg}")
+            })
+            .collect();
+        writeln!(
+            f,
+            "machine    busy {} ({} of one core) over {:.2} s{backends}",
+            optional(self.machine_busy_cpu_s, " s"),
+            optional(self.machine_cpu_pct, " %"),
+            self.cpu_window_s,
+        )?;
         writeln!(
             f,
             "problems   connect failures {}, errors {}, disconnects {}, unparsable {}{}",
@@ -212,6 +249,31 @@ mod tests {
         assert_eq!(json["lost"], 3);
         assert_eq!(json["expected"], 10);
         assert!(json.get("deliveries").is_none());
+    }
+
+    #[test]
+    fn the_json_line_and_the_summary_carry_machine_and_backend_cpu() {
+        let report = LoadReport {
+            cpu_window_s: 10.0,
+            window_sent: 5000,
+            machine_busy_cpu_s: Some(15.0),
+            machine_cpu_pct: Some(150.0),
+            backend_cpu_s: BTreeMap::from([("postgres".to_owned(), 0.5)]),
+            backend_cpu_us_per_msg: BTreeMap::from([("postgres".to_owned(), 100.0)]),
+            ..LoadReport::default()
+        };
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["machine_cpu_pct"], 150.0);
+        assert_eq!(json["backend_cpu_s"]["postgres"], 0.5);
+        assert_eq!(json["backend_cpu_us_per_msg"]["postgres"], 100.0);
+        assert_eq!(json["window_sent"], 5000);
+        let summary = report.to_string();
+        assert!(
+            summary.contains(
+                "machine    busy 15.00 s (150.00 % of one core) over 10.00 s, postgres 0.50 s (100.0 us/msg)"
+            ),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -106,48 +106,7 @@ impl StompConnection {
     }
 
     async fn open_websocket(url: &str, options: &ConnectOptions) -> Result<Self, BenchError> {
-        let invalid = |reason: &str| BenchError::InvalidUrl {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let mut request = url
-            .into_client_request()
-            .map_err(|e| invalid(&e.to_string()))?;
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static("v12.stomp"),
-        );
-        let host = request
-            .uri()
-            .host()
-            .ok_or_else(|| invalid("no host"))?
-            .trim_matches(|c| c == '[' || c == ']')
-            .to_owned();
-        let port = request.uri().port_u16().unwrap_or(80);
-        let target = resolve(&host, port, options.source_ip).await?;
-        let connect_error = |source| BenchError::Connect {
-            target: target.to_string(),
-            source,
-        };
-        let socket = if target.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(connect_error)?;
-        if let Some(ip) = options.source_ip {
-            socket.bind(SocketAddr::new(ip, 0)).map_err(connect_error)?;
-        }
-        let stream = socket.connect(target).await.map_err(connect_error)?;
-        // Latency is the point of the exercise: no Nagle delay on small frames.
-        stream.set_nodelay(true).map_err(connect_error)?;
-        let (socket, _response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(options.websocket))
-                .await
-                .map_err(|e| BenchError::Handshake {
-                    url: url.to_owned(),
-                    reason: e.to_string(),
-                })?;
+        let socket = open_websocket(url, options, Some("v12.stomp")).await?;
         Ok(Self {
             socket,
             decoder: decoder(),
@@ -268,6 +227,65 @@ pub fn connect_frame(options: &ConnectOptions) -> Frame {
         frame = frame.with_header("Authorization", format!("Bearer {token}"));
     }
     frame
+}
+
+/// TCP (from `options.source_ip` if set, Nagle off) and the WebSocket handshake with
+/// `options.websocket`'s buffers, offering `subprotocol` if given (STOMP servers want one;
+/// a server that selects none makes tungstenite refuse an offer, so other protocols offer
+/// nothing). The caller bounds the time.
+///
+/// # Errors
+/// A URL that is not `ws://host[:port]/…`, a failed connect, or a refused handshake.
+pub async fn open_websocket(
+    url: &str,
+    options: &ConnectOptions,
+    subprotocol: Option<&'static str>,
+) -> Result<Socket, BenchError> {
+    let invalid = |reason: &str| BenchError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| invalid(&e.to_string()))?;
+    if let Some(subprotocol) = subprotocol {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(subprotocol),
+        );
+    }
+    let host = request
+        .uri()
+        .host()
+        .ok_or_else(|| invalid("no host"))?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_owned();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let target = resolve(&host, port, options.source_ip).await?;
+    let connect_error = |source| BenchError::Connect {
+        target: target.to_string(),
+        source,
+    };
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(connect_error)?;
+    if let Some(ip) = options.source_ip {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(connect_error)?;
+    }
+    let stream = socket.connect(target).await.map_err(connect_error)?;
+    // Latency is the point of the exercise: no Nagle delay on small frames.
+    stream.set_nodelay(true).map_err(connect_error)?;
+    let (socket, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(options.websocket))
+            .await
+            .map_err(|e| BenchError::Handshake {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+    Ok(socket)
 }
 
 async fn resolve(host: &str, port: u16, source: Option<IpAddr>) -> Result<SocketAddr, BenchError> {
