@@ -333,6 +333,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     let bench_before = procstat::sample_self();
     let backends_before = sample_backends(args);
     let machine_before = procstat::sample_machine();
+    let tasks_before = procstat::tree_cpu_secs(&procstat::ALL_PROCESSES);
     let delivered_before = context.live.delivered.load(Ordering::Relaxed);
     let sent_before = context.live.sent.load(Ordering::Relaxed);
     let window_start = StdInstant::now();
@@ -362,6 +363,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
     let bench_after = procstat::sample_self();
     let backends_after = sample_backends(args);
     let machine_after = procstat::sample_machine();
+    let tasks_after = procstat::tree_cpu_secs(&procstat::ALL_PROCESSES);
     let delivered_in_window = context.live.delivered.load(Ordering::Relaxed) - delivered_before;
     let sent_in_window = context.live.sent.load(Ordering::Relaxed) - sent_before;
     let _ = stop_tx.send(true);
@@ -424,6 +426,9 @@ pub async fn run_load(args: &BenchArgs) -> Result<LoadReport, BenchError> {
         report.machine_busy_cpu_s = Some(busy);
         report.machine_cpu_pct = Some(100.0 * busy / window.max(1e-9));
         report.machine_steal_cpu_s = Some(after.steal_secs - before.steal_secs);
+    }
+    if let (Some(before), Some(after)) = (tasks_before, tasks_after) {
+        report.machine_tasks_cpu_s = Some(after - before);
     }
     for ((name, before), (_, after)) in backends_before.into_iter().zip(backends_after) {
         if let (Some(before), Some(after)) = (before, after) {

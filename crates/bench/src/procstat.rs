@@ -97,6 +97,9 @@ fn clock_ticks_per_sec() -> u64 {
         .max(1)
 }
 
+/// The roots of every process tree on a Linux machine: init and the kernel-thread parent.
+pub const ALL_PROCESSES: [u32; 2] = [1, 2];
+
 /// The CPU seconds of process trees: every process given, every live descendant, and
 /// every descendant that has exited and been reaped (its time moved to its parent's
 /// `cutime`/`cstime`). That is what a forking server costs: PostgreSQL's backends come

@@ -103,6 +103,12 @@ pub struct LoadReport {
     pub machine_cpu_pct: Option<f64>,
     /// CPU seconds the hypervisor gave to someone else in the window (not in busy).
     pub machine_steal_cpu_s: Option<f64>,
+    /// CPU seconds of every process on the machine in the window (all process trees,
+    /// exited processes included), from the kernel's exact per-task run time. A cross-check
+    /// of `machine_busy_cpu_s`, which /proc/stat samples at each timer tick: on mostly idle
+    /// cores that wake for short bursts (an event loop per message) the ticks miss much of
+    /// the work, and busy reads low. Interrupt time outside a task is only in busy.
+    pub machine_tasks_cpu_s: Option<f64>,
     /// CPU seconds of each `--watch-backend` process tree in the window, by name.
     pub backend_cpu_s: BTreeMap<String, f64>,
     /// The same in microseconds per message sent in the window.
@@ -208,9 +214,10 @@ impl fmt::Display for LoadReport {
             .collect();
         writeln!(
             f,
-            "machine    busy {} ({} of one core) over {:.2} s{backends}",
+            "machine    busy {} ({} of one core; processes {}) over {:.2} s{backends}",
             optional(self.machine_busy_cpu_s, " s"),
             optional(self.machine_cpu_pct, " %"),
+            optional(self.machine_tasks_cpu_s, " s"),
             self.cpu_window_s,
         )?;
         writeln!(
@@ -270,7 +277,7 @@ mod tests {
         let summary = report.to_string();
         assert!(
             summary.contains(
-                "machine    busy 15.00 s (150.00 % of one core) over 10.00 s, postgres 0.50 s (100.0 us/msg)"
+                "machine    busy 15.00 s (150.00 % of one core; processes n/a) over 10.00 s, postgres 0.50 s (100.0 us/msg)"
             ),
             "{summary}"
         );
