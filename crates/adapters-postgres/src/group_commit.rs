@@ -17,17 +17,22 @@ pub(crate) struct PendingAppend {
     pub(crate) reply: oneshot::Sender<AppendOutcome>,
 }
 
+/// Stores one batch in one transaction: an outcome per message once committed, or one
+/// error for all. A writer's store keeps state between batches (its session, its ids).
+pub(crate) trait StoreBatch: Send {
+    fn store(
+        &mut self,
+        batch: Vec<NewChatMessage>,
+    ) -> impl Future<Output = Result<Vec<AppendOutcome>, RepositoryError>> + Send;
+}
+
 /// One writer. While it commits a batch, the next one piles up in its queue, so batches
-/// grow with the load and a lone message waits for nobody. `store_batch` stores one batch
-/// in one transaction: an outcome per message once committed, or one error for all.
-pub(crate) async fn run_writer<Store, Stored>(
-    store_batch: Store,
+/// grow with the load and a lone message waits for nobody.
+pub(crate) async fn run_writer(
+    mut store: impl StoreBatch,
     mut queue: mpsc::Receiver<PendingAppend>,
     max_batch: usize,
-) where
-    Store: Fn(Vec<NewChatMessage>) -> Stored,
-    Stored: Future<Output = Result<Vec<AppendOutcome>, RepositoryError>>,
-{
+) {
     let mut pending = Vec::with_capacity(max_batch);
     loop {
         if queue.recv_many(&mut pending, max_batch).await == 0 {
@@ -44,7 +49,7 @@ pub(crate) async fn run_writer<Store, Stored>(
         if messages.is_empty() {
             continue;
         }
-        match store_batch(messages).await {
+        match store.store(messages).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A caller that left since then simply misses its answer.

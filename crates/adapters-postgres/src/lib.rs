@@ -16,6 +16,7 @@ mod migrations;
 mod repository;
 mod schema;
 mod store;
+mod writer;
 
 pub use config::{PostgresConfig, redact_url};
 pub use error::PostgresError;

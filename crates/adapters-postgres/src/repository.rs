@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::describe_target;
 use crate::connection::{PgPool, build_pool, establish};
 use crate::error::{StoreFailure, describe_pool_error};
-use crate::group_commit::{PendingAppend, run_writer};
+use crate::group_commit::{PendingAppend, StoreBatch, run_writer};
 use crate::store::{self, AppendOutcome};
+use crate::writer::{WriteError, Writer};
 use crate::{PostgresConfig, PostgresError, migrations};
 
 /// `MessageRepository` over PostgreSQL. Cheap to clone: clones share the pool and the
@@ -81,7 +82,7 @@ impl PostgresRepository {
             .map_err(|failure| failure.into_startup_error(&target))?;
         migrations::run_pending(first, target.clone()).await?;
         let pool = build_pool(
-            driver,
+            driver.clone(),
             config.redacted_url(),
             config.pool_size,
             config.connect_timeout,
@@ -98,17 +99,21 @@ impl PostgresRepository {
             // One queue per writer, rooms split between them by id: two writers of this
             // process never wait for each other's room locks, so their transactions
             // (and fsyncs) overlap instead of queueing behind one another.
+            let driver = Arc::new(driver);
             let queues = (0..config.writers)
                 .map(|_| {
                     // Room for two full batches; past that, senders wait here
                     // (back-pressure) instead of queueing without bound.
                     let (sender, receiver) = mpsc::channel(config.max_batch.saturating_mul(2));
-                    let shared = Arc::clone(&shared);
-                    let store_batch = move |batch: Vec<NewChatMessage>| {
-                        let shared = Arc::clone(&shared);
-                        async move { shared.append_batch(&batch).await }
+                    let writer = GroupWriter {
+                        writer: Writer::new(
+                            Arc::clone(&driver),
+                            config.connect_timeout,
+                            shared.deadline,
+                        ),
+                        shared: Arc::clone(&shared),
                     };
-                    tokio::spawn(run_writer(store_batch, receiver, config.max_batch));
+                    tokio::spawn(run_writer(writer, receiver, config.max_batch));
                     sender
                 })
                 .collect();
@@ -122,6 +127,31 @@ impl PostgresRepository {
             "PostgreSQL message store ready"
         );
         Ok(Self { shared, appends })
+    }
+}
+
+/// A group-commit writer: the one-round-trip path on its own session, and the
+/// transactional path on a pooled connection for the rare batch that needs it.
+struct GroupWriter {
+    writer: Writer,
+    shared: Arc<Shared>,
+}
+
+impl StoreBatch for GroupWriter {
+    async fn store(
+        &mut self,
+        batch: Vec<NewChatMessage>,
+    ) -> Result<Vec<AppendOutcome>, RepositoryError> {
+        match self.writer.store(&batch).await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(WriteError::KeyRace) => {
+                tracing::debug!(
+                    messages = batch.len(),
+                    "an idempotency key was stored concurrently; the batch goes the transactional way"
+                );
+                self.shared.append_batch(&batch).await
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use chat_domain::{
 use chat_test_support::postgres::{TestDatabase, fresh_database};
 use support::{message, room};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the proxy does to the next COMMIT, and to traffic after it.
@@ -27,10 +28,21 @@ use tokio::net::{TcpListener, TcpStream};
 struct Faults {
     /// Cut the client side of the connection right after the next COMMIT goes through.
     cut_next_commit: AtomicBool,
+    /// Cut the client side when the next COMMIT arrives, and hand what came with it to the
+    /// server only once the adapter's look for it on another connection has been answered:
+    /// a batch stuck in the network that arrives at the worst moment.
+    hold_next_commit: AtomicBool,
+    /// The adapter has sent its look for a held batch.
+    look_sent: AtomicBool,
+    /// The held bytes and the connection they are due on.
+    held: std::sync::Mutex<Option<(OwnedWriteHalf, Vec<u8>)>>,
     /// Stop forwarding on every connection (a frozen network) once a COMMIT was cut.
     freeze_after_cut: AtomicBool,
     frozen: AtomicBool,
 }
+
+/// What the adapter's look for a batch by id contains on the wire.
+const LOOK: &[u8] = b"FROM chat_messages WHERE id = ANY";
 
 /// Forwards 127.0.0.1:<port> to `upstream`, applying `faults`.
 async fn start_proxy(upstream: String, faults: Arc<Faults>) -> u16 {
@@ -63,6 +75,21 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
             while to_client_faults.frozen.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            let look_answered = to_client_faults.look_sent.load(Ordering::SeqCst)
+                && buffer[..n].windows(7).any(|w| w == b"SELECT ");
+            if look_answered {
+                // The look has its answer (its snapshot is taken): the held batch arrives
+                // at the old session now, before the adapter reads that answer.
+                let held = to_client_faults.held.lock().unwrap().take();
+                if let Some((mut late, bytes)) = held {
+                    let _ = late.write_all(&bytes).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        drop(late);
+                    });
+                }
+            }
             if n == 0 || client_write.write_all(&buffer[..n]).await.is_err() {
                 return;
             }
@@ -73,10 +100,18 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
         while faults.frozen.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let is_commit = buffer[..n].windows(7).any(|w| w == b"COMMIT\0");
+        if is_commit && faults.hold_next_commit.swap(false, Ordering::SeqCst) {
+            to_client.abort();
+            *faults.held.lock().unwrap() = Some((server_write, buffer[..n].to_vec()));
+            return;
+        }
         if n == 0 || server_write.write_all(&buffer[..n]).await.is_err() {
             break;
         }
-        let is_commit = buffer[..n].windows(7).any(|w| w == b"COMMIT\0");
+        if buffer[..n].windows(LOOK.len()).any(|w| w == LOOK) {
+            faults.look_sent.store(true, Ordering::SeqCst);
+        }
         if is_commit && faults.cut_next_commit.swap(false, Ordering::SeqCst) {
             // The client loses the connection; the server got the COMMIT and keeps its
             // side a little longer, so it commits before it notices.
@@ -165,4 +200,28 @@ async fn when_the_outcome_cannot_be_checked_it_is_unknown_and_a_keyed_retry_stor
         .expect("the retry succeeds once the database answers");
     assert_eq!(retried.seq, Seq(1));
     assert_eq!(stored_count(&repository, target).await, 1, "stored once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stuck_in_the_network_cannot_commit_after_it_was_looked_for() {
+    let faults = Arc::new(Faults::default());
+    let (repository, _database) = proxied_repository(faults.clone()).await;
+    let target = room(&repository, "held").await;
+
+    faults.hold_next_commit.store(true, Ordering::SeqCst);
+    let appended = repository.append(message(target, "late")).await;
+    assert!(
+        !faults.hold_next_commit.load(Ordering::SeqCst),
+        "the proxy really held a batch back"
+    );
+    // The held batch reached the old session right behind the look. The look must not be
+    // overtaken by it: the answer is what is stored, once, as seq 1.
+    let stored = appended.expect("the batch is sent again after the look");
+    assert_eq!(stored.seq, Seq(1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stored_count(&repository, target).await,
+        1,
+        "the batch that arrived late was not stored a second time"
+    );
 }

@@ -7,7 +7,10 @@ mod support;
 use std::sync::Arc;
 
 use chat_adapters_postgres::{PostgresConfig, PostgresRepository};
-use chat_domain::{HistoryLimit, HistoryQuery, MessageRepository, RepositoryError, RoomId, Seq};
+use chat_domain::{
+    HistoryLimit, HistoryQuery, IdempotencyKey, MessageRepository, NewChatMessage, RepositoryError,
+    RoomId, Seq,
+};
 use futures_util::future::join_all;
 use support::{Fixture, message, room};
 
@@ -196,4 +199,69 @@ async fn admin_client(url: &str) -> tokio_postgres::Client {
     chat_test_support::postgres::admin_client(url)
         .await
         .expect("admin connection")
+}
+
+fn keyed(target: RoomId, key: &str) -> NewChatMessage {
+    message(target, "once").with_idempotency_key(Some(IdempotencyKey::parse(key).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_sending_one_idempotency_key_at_once_store_it_once() {
+    let fixture = Fixture::new().await;
+    let url = fixture.database.url().to_owned();
+    let other = Arc::new(
+        PostgresRepository::connect(PostgresConfig::new(&url))
+            .await
+            .unwrap(),
+    );
+    let target = room(fixture.repository.as_ref(), "race").await;
+
+    // While this lock is held both sends start and take their snapshots; whichever gets
+    // the room second cannot see the first one's row in its snapshot.
+    let admin = admin_client(&url).await;
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM chat_rooms WHERE id = {} FOR UPDATE",
+            target.get()
+        ))
+        .await
+        .unwrap();
+    let sends: Vec<_> = [Arc::clone(&fixture.repository), other]
+        .into_iter()
+        .map(|repository| {
+            tokio::spawn(async move { repository.append(keyed(target, "race-1")).await })
+        })
+        .collect();
+    // Another session watches: inside the lock holder's transaction pg_stat_activity is a
+    // snapshot that never changes.
+    let watcher = admin_client(&url).await;
+    let mut waiting = 0;
+    for _ in 0..100 {
+        waiting = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if waiting == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting, 2, "both sends wait for the room");
+    admin.batch_execute("COMMIT").await.unwrap();
+
+    let mut stored = Vec::new();
+    for send in sends {
+        stored.push(send.await.unwrap().expect("both sends succeed"));
+    }
+    assert_eq!(stored[0].id, stored[1].id, "one row answers both");
+    assert_eq!(stored[0].seq, Seq(1));
+    assert_eq!(
+        stored_seqs(fixture.repository.as_ref(), target).await,
+        vec![1]
+    );
 }

@@ -1,0 +1,786 @@
+//! One group-commit writer's own session, and the batch path that costs one round trip:
+//! `BEGIN`, one statement that locks the batch's rooms, looks up its idempotency keys,
+//! reserves the seqs and inserts the rows, and `COMMIT`, written together (pipelined) and
+//! answered once the `COMMIT` is.
+//!
+//! Message ids are drawn from the table's sequence ahead of time, so a batch whose answer
+//! was lost (connection cut, deadline passed) can be looked for by id. Before looking, the
+//! old session is fenced: terminated on the server and waited for. A batch that had not yet
+//! reached the server then can never commit behind the look's back, so "not found" means
+//! "not stored", and what was not stored is simply sent again on the new session.
+//!
+//! The rest of the adapter goes through diesel; this path uses tokio-postgres directly
+//! because it needs the three requests written before the first answer is read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_domain::{
+    ChatMessage, MessageId, MessageType, NewChatMessage, RepositoryError, RoomId, Seq,
+};
+use chrono::{DateTime, Utc};
+use tokio_postgres::error::{Severity, SqlState};
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::store::AppendOutcome;
+
+/// Ids drawn at once when the writer runs short: one extra round trip per this many
+/// messages. Ids drawn by a process that stops are never used; they are 64-bit.
+const ID_BLOCK: usize = 1024;
+
+/// How long fencing waits for the old session's server process to end.
+const FENCE_WAIT_MS: i64 = 3_000;
+
+/// How often a batch is sent again after its answer was lost and the look found it (or
+/// part of it) not stored.
+const MAX_RESENDS: usize = 2;
+
+/// The name of the partial unique index on (room, sender, idempotency key).
+const IDEMPOTENCY_INDEX: &str = "chat_messages_idempotency_unique";
+
+/// Locks the rooms in id order (every writer of every replica takes them in that order, so
+/// batches sharing rooms never deadlock), answers keys already stored, reserves the seqs
+/// of the rest and inserts them. A key that another writer committed while this statement
+/// waited for the room lock is not in the statement's snapshot; the unique index then
+/// fails the statement, and the batch goes the transactional way ([`WriteError::KeyRace`]).
+/// The key lookup runs once per keyed row through the index (`LIMIT 1` keeps the planner
+/// from turning it into a scan of the table).
+const APPEND_SQL: &str = "\
+WITH input AS (
+    SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[],
+                         $6::text[], $7::text[])
+        WITH ORDINALITY AS i (id, room, sender, nickname, content, message_type,
+                              idempotency_key, ord)
+), locked AS MATERIALIZED (
+    SELECT r.id FROM chat_rooms AS r
+    WHERE r.id = ANY ($2::int8[])
+    ORDER BY r.id
+    FOR UPDATE
+), stored AS MATERIALIZED (
+    SELECT m.* FROM input AS i
+    CROSS JOIN LATERAL (
+        SELECT m.id, m.chat_room_id, m.seq, m.sender_id, m.sender_nickname, m.content,
+               m.message_type, m.created_at, m.idempotency_key
+        FROM chat_messages AS m
+        WHERE m.chat_room_id = i.room AND m.sender_id = i.sender
+          AND m.idempotency_key = i.idempotency_key AND m.idempotency_key IS NOT NULL
+        LIMIT 1
+    ) AS m
+    WHERE i.idempotency_key IS NOT NULL AND i.room IN (SELECT id FROM locked)
+), fresh AS MATERIALIZED (
+    SELECT i.* FROM input AS i
+    WHERE i.room IN (SELECT id FROM locked)
+      AND NOT EXISTS (
+          SELECT FROM stored AS s
+          WHERE s.chat_room_id = i.room AND s.sender_id = i.sender
+            AND s.idempotency_key = i.idempotency_key)
+), reserved AS (
+    UPDATE chat_rooms AS r SET last_seq = r.last_seq + c.n
+    FROM (SELECT room, count(*) AS n FROM fresh GROUP BY room) AS c
+    WHERE r.id = c.room AND r.id = ANY ($2::int8[])
+    RETURNING r.id, r.last_seq - c.n AS base
+), inserted AS (
+    INSERT INTO chat_messages (id, chat_room_id, seq, sender_id, sender_nickname, content,
+                               message_type, idempotency_key)
+    SELECT f.id, f.room, v.base + row_number() OVER (PARTITION BY f.room ORDER BY f.ord),
+           f.sender, f.nickname, f.content, f.message_type, f.idempotency_key
+    FROM fresh AS f JOIN reserved AS v ON v.id = f.room
+    RETURNING id, seq, created_at
+)
+SELECT false AS existing, id, seq, (extract(epoch FROM created_at) * 1000000)::int8,
+       NULL::int8, NULL::int8, NULL::text, NULL::text, NULL::text, NULL::text
+FROM inserted
+UNION ALL
+SELECT true, id, seq, (extract(epoch FROM created_at) * 1000000)::int8,
+       chat_room_id, sender_id, sender_nickname, content, message_type, idempotency_key
+FROM stored";
+
+const DRAW_IDS_SQL: &str = "SELECT nextval(pg_get_serial_sequence('chat_messages', 'id')) \
+                            FROM generate_series(1, $1::int4)";
+
+/// This session's server process, told apart from a later one with the same pid.
+const WHO_AM_I_SQL: &str = "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::int8 \
+                            FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+
+/// Ends the old session's server process and waits for it; no row when it is gone already
+/// (or the server is another one since a failover).
+const FENCE_SQL: &str = "SELECT pg_terminate_backend(pid, $3::int8) FROM pg_stat_activity \
+                         WHERE pid = $1::int4 \
+                           AND (extract(epoch FROM backend_start) * 1000000)::int8 = $2::int8";
+
+const FIND_SQL: &str = "SELECT id, seq, (extract(epoch FROM created_at) * 1000000)::int8 \
+                        FROM chat_messages WHERE id = ANY ($1::int8[])";
+
+/// A server process, as the session that ran on it saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backend {
+    pid: i32,
+    started_us: i64,
+}
+
+/// Why a batch was not stored the fast way.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// An idempotency key was committed by another writer while this one waited for the
+    /// room: store the batch the transactional way, which looks keys up after the lock.
+    KeyRace,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Stored(Vec<Returned>),
+    /// The server refused it: the transaction rolled back, nothing was stored.
+    Refused(String),
+    KeyRace,
+    /// No answer: it may or may not have committed.
+    Lost(String),
+}
+
+/// One row of the append statement's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Returned {
+    /// A row this batch inserted.
+    Inserted {
+        id: i64,
+        seq: i64,
+        created_at_us: i64,
+    },
+    /// A row stored earlier under one of the batch's idempotency keys.
+    Existing(ChatMessage, String),
+}
+
+/// A writer's session with its prepared statements.
+struct Session {
+    client: Client,
+    backend: Backend,
+    append: Statement,
+    draw_ids: Statement,
+}
+
+/// One group-commit writer: its session (opened on first use, reopened after a failure)
+/// and the ids it drew ahead.
+pub(crate) struct Writer {
+    driver: Arc<tokio_postgres::Config>,
+    connect_timeout: Duration,
+    /// Bound on one attempt (statements and commit) and on one look after a lost answer.
+    deadline: Duration,
+    session: Option<Session>,
+    /// Drawn and unused ids, taken from the end.
+    ids: Vec<i64>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        driver: Arc<tokio_postgres::Config>,
+        connect_timeout: Duration,
+        deadline: Duration,
+    ) -> Self {
+        Self {
+            driver,
+            connect_timeout,
+            deadline,
+            session: None,
+            ids: Vec::new(),
+        }
+    }
+
+    /// Stores `batch` and answers each message once its transaction committed.
+    ///
+    /// # Errors
+    /// [`WriteError::KeyRace`] when the batch must go the transactional way; nothing of it
+    /// was stored by this call then.
+    pub(crate) async fn store(
+        &mut self,
+        batch: &[NewChatMessage],
+    ) -> Result<Vec<AppendOutcome>, WriteError> {
+        let (sent, same_as) = deduplicate(batch);
+        let mut answers: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
+        let ids = match self.take_ids(sent.len()).await {
+            Ok(ids) => ids,
+            Err(reason) => return Ok(unavailable_for_all(batch.len(), &reason)),
+        };
+        // Positions in `batch` still waiting for an answer, and their ids.
+        let mut pending: Vec<(usize, i64)> = sent.iter().copied().zip(ids).collect();
+        for resend in 0..=MAX_RESENDS {
+            let attempt = self.attempt(batch, &pending).await;
+            match attempt {
+                Attempt::Stored(rows) => {
+                    for (position, answer) in answer_batch(batch, &pending, &rows) {
+                        answers[position] = Some(answer);
+                    }
+                    pending.clear();
+                    break;
+                }
+                Attempt::KeyRace if answers.iter().all(Option::is_none) => {
+                    return Err(WriteError::KeyRace);
+                }
+                Attempt::KeyRace => {
+                    // Part of the batch is answered already from an earlier look; the rest
+                    // is refused rather than mixed with a second path. Rare twice over.
+                    fill(&mut answers, &pending, || {
+                        RepositoryError::Unavailable(
+                            "a concurrent send with the same idempotency key; retry".into(),
+                        )
+                    });
+                    pending.clear();
+                    break;
+                }
+                Attempt::Refused(reason) => {
+                    fill(&mut answers, &pending, || {
+                        RepositoryError::Unavailable(reason.clone())
+                    });
+                    pending.clear();
+                    break;
+                }
+                Attempt::Lost(reason) => {
+                    let old = self.session.take().map(|s| s.backend);
+                    match self.fence_and_find(old, &pending).await {
+                        Ok(found) => {
+                            tracing::warn!(
+                                error = %reason, found = found.len(), messages = pending.len(),
+                                "PostgreSQL answer lost; the old session was ended and the batch looked for"
+                            );
+                            let rows: Vec<Returned> = found;
+                            let answered = answer_found(batch, &pending, &rows);
+                            for (position, answer) in &answered {
+                                answers[*position] = Some(answer.clone());
+                            }
+                            pending.retain(|(p, _)| answers[*p].is_none());
+                            if pending.is_empty() {
+                                break;
+                            }
+                            if resend == MAX_RESENDS {
+                                // Fenced and not found: definitely not stored.
+                                fill(&mut answers, &pending, || {
+                                    RepositoryError::Unavailable(format!(
+                                        "{reason}; nothing of it was stored"
+                                    ))
+                                });
+                                pending.clear();
+                            }
+                        }
+                        Err(second) => {
+                            tracing::error!(
+                                error = %reason, check = %second,
+                                "cannot tell whether a batch whose answer was lost is stored; its senders are told to retry with their idempotency key"
+                            );
+                            fill(&mut answers, &pending, || {
+                                RepositoryError::OutcomeUnknown(format!(
+                                    "{reason}; asking the database afterwards failed too: {second}"
+                                ))
+                            });
+                            pending.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        for (later, earlier) in same_as {
+            answers[later] = answers[earlier].clone();
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(RepositoryError::Unavailable("not attempted".into()))))
+            .collect())
+    }
+
+    /// `n` ids for new rows, drawing a block when there are too few.
+    async fn take_ids(&mut self, n: usize) -> Result<Vec<i64>, String> {
+        if self.ids.len() < n {
+            let want = n.max(ID_BLOCK);
+            let drawn = self.within_deadline(async |session: &Session| {
+                let count = i32::try_from(want).unwrap_or(i32::MAX);
+                let rows = session.client.query(&session.draw_ids, &[&count]).await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| r.get::<_, i64>(0))
+                    .collect::<Vec<i64>>())
+            });
+            match drawn.await {
+                Ok(mut drawn) => {
+                    // Used from the end: keep the lowest ids for first.
+                    drawn.reverse();
+                    drawn.extend(std::mem::take(&mut self.ids));
+                    self.ids = drawn;
+                }
+                Err(reason) => {
+                    self.session = None;
+                    return Err(reason);
+                }
+            }
+        }
+        let split = self.ids.len() - n;
+        let mut taken = self.ids.split_off(split);
+        taken.reverse();
+        Ok(taken)
+    }
+
+    /// Runs `work` on the session (opening one if needed) within the deadline; any failure
+    /// is described for a message.
+    async fn within_deadline<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&Session) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, String> {
+        let deadline = self.deadline;
+        let outcome = tokio::time::timeout(deadline, async {
+            let session = self.session().await?;
+            work(session).await.map_err(|e| describe(&e))
+        })
+        .await;
+        outcome.unwrap_or_else(|_| {
+            Err(format!(
+                "the database did not answer within {} ms",
+                deadline.as_millis()
+            ))
+        })
+    }
+
+    /// The open session, or a new one. A session whose connection is known to be closed
+    /// (the server restarted or ended it while idle) is replaced before anything is sent
+    /// on it, so that case never leaves an outcome open.
+    async fn session(&mut self) -> Result<&Session, String> {
+        if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
+            self.session = None;
+        }
+        if self.session.is_none() {
+            self.session = Some(Session::open(&self.driver, self.connect_timeout).await?);
+        }
+        self.session.as_ref().ok_or_else(|| "no session".to_owned())
+    }
+
+    async fn attempt(&mut self, batch: &[NewChatMessage], pending: &[(usize, i64)]) -> Attempt {
+        let deadline = self.deadline;
+        let session = match tokio::time::timeout(deadline, self.session()).await {
+            Ok(Ok(session)) => session,
+            // Nothing was sent: a definite "not stored".
+            Ok(Err(reason)) => return Attempt::Refused(reason),
+            Err(_) => return Attempt::Refused("opening a database session timed out".into()),
+        };
+        let columns = Columns::of(batch, pending);
+        match tokio::time::timeout(deadline, session.append(&columns)).await {
+            Ok(Ok(rows)) => match rows.iter().map(parse_returned).collect() {
+                Ok(rows) => Attempt::Stored(rows),
+                Err(reason) => Attempt::Lost(reason),
+            },
+            // On `Lost` the session stays: the caller fences its server process.
+            Ok(Err(error)) => classify(&error),
+            Err(_) => Attempt::Lost(format!(
+                "the database did not answer within {} ms",
+                deadline.as_millis()
+            )),
+        }
+    }
+
+    /// After a lost answer: ends the old session's server process on a new session, then
+    /// finds which of `pending`'s ids are stored.
+    async fn fence_and_find(
+        &mut self,
+        old: Option<Backend>,
+        pending: &[(usize, i64)],
+    ) -> Result<Vec<Returned>, String> {
+        let ids: Vec<i64> = pending.iter().map(|&(_, id)| id).collect();
+        let found = self
+            .within_deadline(async |session: &Session| {
+                if let Some(old) = old {
+                    let fenced = session
+                        .client
+                        .query(FENCE_SQL, &[&old.pid, &old.started_us, &FENCE_WAIT_MS])
+                        .await?;
+                    if fenced.iter().any(|row| !row.get::<_, bool>(0)) {
+                        return Ok(None);
+                    }
+                }
+                let rows = session.client.query(FIND_SQL, &[&ids]).await?;
+                Ok(Some(rows))
+            })
+            .await;
+        match found {
+            Ok(Some(rows)) => rows
+                .iter()
+                .map(|row| {
+                    Ok(Returned::Inserted {
+                        id: row.try_get(0).map_err(|e| e.to_string())?,
+                        seq: row.try_get(1).map_err(|e| e.to_string())?,
+                        created_at_us: row.try_get(2).map_err(|e| e.to_string())?,
+                    })
+                })
+                .collect(),
+            Ok(None) => {
+                self.session = None;
+                Err("the old database session did not end in time".into())
+            }
+            Err(reason) => {
+                self.session = None;
+                Err(reason)
+            }
+        }
+    }
+}
+
+impl Session {
+    async fn open(driver: &tokio_postgres::Config, timeout: Duration) -> Result<Self, String> {
+        let opening = async {
+            let (client, connection) = driver
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| describe(&e))?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(error = %error, "PostgreSQL writer session ended");
+                }
+            });
+            let setup = async {
+                // The append statement's generic plan is the one it was written for
+                // (index lookups per row); planning it again per batch is wasted CPU.
+                client
+                    .batch_execute("SET plan_cache_mode = force_generic_plan")
+                    .await?;
+                let me = client.query_one(WHO_AM_I_SQL, &[]).await?;
+                let backend = Backend {
+                    pid: me.try_get(0)?,
+                    started_us: me.try_get(1)?,
+                };
+                let append = client.prepare(APPEND_SQL).await?;
+                let draw_ids = client.prepare(DRAW_IDS_SQL).await?;
+                Ok::<_, tokio_postgres::Error>((backend, append, draw_ids))
+            };
+            let (backend, append, draw_ids) = setup.await.map_err(|e| describe(&e))?;
+            Ok(Self {
+                client,
+                backend,
+                append,
+                draw_ids,
+            })
+        };
+        tokio::time::timeout(timeout, opening)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "opening a database session took longer than {} ms",
+                    timeout.as_millis()
+                ))
+            })
+    }
+
+    /// BEGIN, the append statement and COMMIT, written before any answer is read; the
+    /// rows count once the COMMIT is answered, which with `synchronous_commit=on` means
+    /// flushed.
+    async fn append(&self, columns: &Columns<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &columns.ids,
+            &columns.rooms,
+            &columns.senders,
+            &columns.nicknames,
+            &columns.contents,
+            &columns.message_types,
+            &columns.keys,
+        ];
+        let begin = self.client.batch_execute("BEGIN");
+        let append = self.client.query(&self.append, &params);
+        let commit = self.client.batch_execute("COMMIT");
+        let ((), rows, ()) = tokio::try_join!(begin, append, commit)?;
+        Ok(rows)
+    }
+}
+
+/// The columns of the rows sent, in the order of `pending`.
+struct Columns<'a> {
+    ids: Vec<i64>,
+    rooms: Vec<i64>,
+    senders: Vec<i64>,
+    nicknames: Vec<&'a str>,
+    contents: Vec<&'a str>,
+    message_types: Vec<&'static str>,
+    keys: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a [NewChatMessage], pending: &[(usize, i64)]) -> Self {
+        let mut columns = Self {
+            ids: Vec::with_capacity(pending.len()),
+            rooms: Vec::with_capacity(pending.len()),
+            senders: Vec::with_capacity(pending.len()),
+            nicknames: Vec::with_capacity(pending.len()),
+            contents: Vec::with_capacity(pending.len()),
+            message_types: Vec::with_capacity(pending.len()),
+            keys: Vec::with_capacity(pending.len()),
+        };
+        for &(position, id) in pending {
+            let message = &batch[position];
+            columns.ids.push(id);
+            columns.rooms.push(message.room_id.get());
+            columns.senders.push(message.sender_id.get());
+            columns.nicknames.push(message.sender_nickname.as_str());
+            columns.contents.push(message.content.as_str());
+            columns.message_types.push(message.message_type.as_str());
+            columns
+                .keys
+                .push(message.idempotency_key.as_ref().map(|k| k.as_str()));
+        }
+        columns
+    }
+}
+
+/// Which positions of `batch` are sent, and which repeat an earlier message's
+/// idempotency key (answered like that one: `(later, earlier)`).
+fn deduplicate(batch: &[NewChatMessage]) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let mut first: HashMap<(i64, i64, &str), usize> = HashMap::new();
+    let mut sent = Vec::with_capacity(batch.len());
+    let mut same_as = Vec::new();
+    for (position, message) in batch.iter().enumerate() {
+        if let Some(key) = &message.idempotency_key {
+            let index = (message.room_id.get(), message.sender_id.get(), key.as_str());
+            if let Some(&earlier) = first.get(&index) {
+                same_as.push((position, earlier));
+                continue;
+            }
+            first.insert(index, position);
+        }
+        sent.push(position);
+    }
+    (sent, same_as)
+}
+
+/// The answers of a committed attempt: inserted rows by id, earlier rows by key, and
+/// `UnknownRoom` for what is neither (the statement skips rooms it did not find).
+fn answer_batch(
+    batch: &[NewChatMessage],
+    pending: &[(usize, i64)],
+    rows: &[Returned],
+) -> Vec<(usize, AppendOutcome)> {
+    let mut inserted: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut existing: HashMap<(i64, i64, &str), &ChatMessage> = HashMap::new();
+    for row in rows {
+        match row {
+            Returned::Inserted {
+                id,
+                seq,
+                created_at_us,
+            } => {
+                inserted.insert(*id, (*seq, *created_at_us));
+            }
+            Returned::Existing(message, key) => {
+                existing.insert(
+                    (message.room_id.get(), message.sender_id.get(), key.as_str()),
+                    message,
+                );
+            }
+        }
+    }
+    pending
+        .iter()
+        .map(|&(position, id)| {
+            let message = &batch[position];
+            let outcome = if let Some(&(seq, created_at_us)) = inserted.get(&id) {
+                Ok(stored_message(message, id, seq, created_at_us))
+            } else if let Some(earlier) = message.idempotency_key.as_ref().and_then(|key| {
+                existing.get(&(message.room_id.get(), message.sender_id.get(), key.as_str()))
+            }) {
+                Ok((*earlier).clone())
+            } else {
+                Err(RepositoryError::UnknownRoom(message.room_id))
+            };
+            (position, outcome)
+        })
+        .collect()
+}
+
+/// The answers a look after a lost answer gives: only the rows found by id. What was not
+/// found is not stored (the old session is fenced) and is sent again.
+fn answer_found(
+    batch: &[NewChatMessage],
+    pending: &[(usize, i64)],
+    found: &[Returned],
+) -> Vec<(usize, AppendOutcome)> {
+    let ids: HashMap<i64, usize> = pending.iter().map(|&(p, id)| (id, p)).collect();
+    found
+        .iter()
+        .filter_map(|row| match row {
+            Returned::Inserted {
+                id,
+                seq,
+                created_at_us,
+            } => ids
+                .get(id)
+                .map(|&p| (p, Ok(stored_message(&batch[p], *id, *seq, *created_at_us)))),
+            Returned::Existing(..) => None,
+        })
+        .collect()
+}
+
+fn fill(
+    answers: &mut [Option<AppendOutcome>],
+    pending: &[(usize, i64)],
+    error: impl Fn() -> RepositoryError,
+) {
+    for &(position, _) in pending {
+        answers[position] = Some(Err(error()));
+    }
+}
+
+fn unavailable_for_all(n: usize, reason: &str) -> Vec<AppendOutcome> {
+    (0..n)
+        .map(|_| {
+            Err(RepositoryError::Unavailable(format!(
+                "{reason}; nothing was stored"
+            )))
+        })
+        .collect()
+}
+
+/// A server-side ERROR rolled the transaction back; anything else (connection closed,
+/// FATAL) leaves the outcome open.
+fn classify(error: &tokio_postgres::Error) -> Attempt {
+    match error.as_db_error() {
+        Some(db) if db.parsed_severity() == Some(Severity::Error) => {
+            if *db.code() == SqlState::UNIQUE_VIOLATION
+                && db.constraint() == Some(IDEMPOTENCY_INDEX)
+            {
+                Attempt::KeyRace
+            } else {
+                Attempt::Refused(format!(
+                    "the database rejected the statement: {}",
+                    db.message()
+                ))
+            }
+        }
+        _ => Attempt::Lost(describe(error)),
+    }
+}
+
+fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("the database said: {}", db.message());
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn parse_returned(row: &Row) -> Result<Returned, String> {
+    let field = |e: tokio_postgres::Error| format!("unexpected answer to the append: {e}");
+    let existing: bool = row.try_get(0).map_err(field)?;
+    let id: i64 = row.try_get(1).map_err(field)?;
+    let seq: i64 = row.try_get(2).map_err(field)?;
+    let created_at_us: i64 = row.try_get(3).map_err(field)?;
+    if !existing {
+        return Ok(Returned::Inserted {
+            id,
+            seq,
+            created_at_us,
+        });
+    }
+    let message_type: String = row.try_get(8).map_err(field)?;
+    let message = ChatMessage {
+        id: MessageId(id),
+        room_id: RoomId(row.try_get(4).map_err(field)?),
+        seq: Seq(seq),
+        sender_id: chat_domain::SenderId(row.try_get(5).map_err(field)?),
+        sender_nickname: row.try_get(6).map_err(field)?,
+        content: row.try_get(7).map_err(field)?,
+        message_type: MessageType::from_name(&message_type)
+            .ok_or_else(|| format!("message {id} has the unknown message_type {message_type:?}"))?,
+        created_at: timestamp(created_at_us),
+    };
+    Ok(Returned::Existing(message, row.try_get(9).map_err(field)?))
+}
+
+fn timestamp(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+fn stored_message(message: &NewChatMessage, id: i64, seq: i64, created_at_us: i64) -> ChatMessage {
+    ChatMessage {
+        id: MessageId(id),
+        room_id: message.room_id,
+        seq: Seq(seq),
+        sender_id: message.sender_id,
+        sender_nickname: message.sender_nickname.as_str().to_owned(),
+        content: message.content.as_str().to_owned(),
+        message_type: message.message_type,
+        created_at: timestamp(created_at_us),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::{ChatMessageRequest, IdempotencyKey, SenderId};
+
+    use super::*;
+
+    fn message(room: i64, key: Option<&str>) -> NewChatMessage {
+        NewChatMessage::try_from(ChatMessageRequest {
+            chat_room_id: Some(RoomId(room)),
+            sender_id: Some(SenderId(7)),
+            sender_nickname: Some("ann".into()),
+            content: Some(format!("to {room}")),
+            message_type: Some(MessageType::Text),
+        })
+        .unwrap()
+        .with_idempotency_key(key.map(|k| IdempotencyKey::parse(k).unwrap()))
+    }
+
+    #[test]
+    fn a_key_repeated_in_one_batch_is_sent_once_and_answered_like_the_first() {
+        let batch = [
+            message(1, Some("a")),
+            message(1, None),
+            message(1, Some("a")),
+            message(2, Some("a")),
+            message(1, None),
+        ];
+        let (sent, same_as) = deduplicate(&batch);
+        assert_eq!(
+            sent,
+            vec![0, 1, 3, 4],
+            "same key in another room is another send"
+        );
+        assert_eq!(same_as, vec![(2, 0)]);
+    }
+
+    #[test]
+    fn answers_come_from_inserted_ids_then_stored_keys_and_the_rest_is_an_unknown_room() {
+        let batch = [message(1, None), message(1, Some("k")), message(9, None)];
+        let pending = [(0, 100), (1, 101), (2, 102)];
+        let earlier = stored_message(&batch[1], 50, 3, 0);
+        let rows = [
+            Returned::Inserted {
+                id: 100,
+                seq: 4,
+                created_at_us: 1_000_000,
+            },
+            Returned::Existing(earlier.clone(), "k".into()),
+        ];
+        let answers = answer_batch(&batch, &pending, &rows);
+        let inserted = answers[0].1.as_ref().unwrap();
+        assert_eq!((inserted.id, inserted.seq), (MessageId(100), Seq(4)));
+        assert_eq!(inserted.created_at.timestamp(), 1);
+        assert_eq!(answers[1].1.as_ref().unwrap(), &earlier);
+        assert!(matches!(
+            answers[2].1,
+            Err(RepositoryError::UnknownRoom(RoomId(9)))
+        ));
+    }
+
+    #[test]
+    fn a_look_answers_only_the_ids_it_found() {
+        let batch = [message(1, None), message(1, None)];
+        let pending = [(0, 100), (1, 101)];
+        let found = [Returned::Inserted {
+            id: 101,
+            seq: 2,
+            created_at_us: 0,
+        }];
+        let answers = answer_found(&batch, &pending, &found);
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].0, 1);
+        assert_eq!(answers[0].1.as_ref().unwrap().seq, Seq(2));
+    }
+}
