@@ -3,9 +3,10 @@
 //
 //   emit "join"  <room>            -> the socket joins the room; acked with {ok, room} once
 //                                     it is subscribed (what a STOMP SUBSCRIBE receipt says)
-//   emit "send"  {room, content}   -> io.to(room).emit("message", {room, content}) through
-//                                     the Redis adapter, so sockets on every instance get
-//                                     it; acked with {ok} if the client asked for an ack
+//   emit "send"  {room, content, senderId?}
+//                                  -> io.to(room).emit("message", {room, senderId, content})
+//                                     through the Redis adapter, so sockets on every
+//                                     instance get it; acked with {ok} if the client asked
 //   emit "leave" <room>            -> leaves the room; acked. chat-bench's publishers end
 //                                     with it: events are handled in order, so its ack
 //                                     means every earlier "send" has been handled
@@ -81,10 +82,11 @@ io.on("connection", (socket) => {
   socket.on("send", (message, ack) => {
     const room = message?.room;
     const content = message?.content;
+    const senderId = Number.isSafeInteger(message?.senderId) ? message.senderId : null;
     if (!isRoom(room) || typeof content !== "string") {
       return reply(ack, { ok: false, error: "send needs {room: string, content: string}" });
     }
-    io.to(room).emit("message", { room, content });
+    io.to(room).emit("message", { room, senderId, content });
     reply(ack, { ok: true });
   });
 
