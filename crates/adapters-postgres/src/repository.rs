@@ -20,7 +20,7 @@ use crate::connection::{PgPool, build_pool, establish};
 use crate::error::{StoreFailure, describe_pool_error};
 use crate::group_commit::{PendingAppend, StoreBatch, run_writer};
 use crate::store::{self, AppendOutcome};
-use crate::writer::{WriteError, Writer};
+use crate::writer::Writer;
 use crate::{PostgresConfig, PostgresError, migrations};
 
 /// `MessageRepository` over PostgreSQL. Cheap to clone: clones share the pool and the
@@ -142,16 +142,17 @@ impl StoreBatch for GroupWriter {
         &mut self,
         batch: Vec<NewChatMessage>,
     ) -> Result<Vec<AppendOutcome>, RepositoryError> {
-        match self.writer.store(&batch).await {
-            Ok(outcomes) => Ok(outcomes),
-            Err(WriteError::KeyRace) => {
+        let shared = Arc::clone(&self.shared);
+        Ok(self
+            .writer
+            .store(&batch, async move |rest: Vec<NewChatMessage>| {
                 tracing::debug!(
-                    messages = batch.len(),
-                    "an idempotency key was stored concurrently; the batch goes the transactional way"
+                    messages = rest.len(),
+                    "messages the one-statement path cannot answer go the transactional way"
                 );
-                self.shared.append_batch(&batch).await
-            }
-        }
+                shared.append_batch(&rest).await
+            })
+            .await)
     }
 }
 
