@@ -15,7 +15,8 @@ use crate::PostgresError;
 pub struct PostgresConfig {
     /// `postgres://user:password@host:5432/db` (or the key=value form libpq accepts).
     pub url: String,
-    /// Most connections this instance holds open at once.
+    /// Most pooled connections this instance holds open at once (reads, rooms, and the
+    /// transactional append path). Each group-commit writer holds one session more.
     pub pool_size: usize,
     /// How long establishing one connection, or waiting for a free one, may take before the
     /// operation fails as unavailable.
@@ -43,10 +44,10 @@ impl PostgresConfig {
     /// Default of [`PostgresConfig::max_batch`].
     pub const DEFAULT_MAX_BATCH: usize = 512;
     /// Default of [`PostgresConfig::writers`].
-    pub const DEFAULT_WRITERS: usize = 4;
+    pub const DEFAULT_WRITERS: usize = 2;
 
     /// A configuration with the defaults: 16 connections, 5 s connect and statement
-    /// timeouts, batches of up to 512 messages, 4 writers.
+    /// timeouts, batches of up to 512 messages, 2 writers.
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
         Self {

@@ -98,7 +98,7 @@ pub struct Settings {
     pub db_max_batch: usize,
 
     /// Group-commit writers, each with its own connection; rooms are split between them.
-    #[arg(long, env = "CHAT_DB_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64).map(to_usize))]
+    #[arg(long, env = "CHAT_DB_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64).map(to_usize))]
     pub db_writers: usize,
 
     /// Redis URL. Unset: in-memory bus, single instance only. One server:
