@@ -1,9 +1,10 @@
-//! The HTTP surface: REST API, health endpoints and the WebSocket gateway, composed into
-//! one warp filter with problem+json for everything that goes wrong.
+//! The HTTP surface: REST API, health endpoints, the chat page and the WebSocket gateway,
+//! composed into one warp filter with problem+json for everything that goes wrong.
 
 pub(crate) mod health;
 pub(crate) mod openapi;
 pub(crate) mod rest;
+pub(crate) mod web;
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub(crate) fn routes(
         .or(rest::routes(state.clone()))
         .unify()
         .or(openapi::route())
+        .unify()
+        .or(web::routes())
         .unify()
         .boxed();
     let public = match surface {

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
-use super::{health, rest};
+use super::{health, rest, web};
 
 /// The document, built once.
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
@@ -44,6 +44,10 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
         health::details,
         health::metrics,
         document,
+        web::index,
+        web::index_html,
+        web::script,
+        web::stylesheet,
     ),
     modifiers(&BearerToken),
     tags(
@@ -53,6 +57,7 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
         (name = "health", description = "Probes for Kubernetes and load balancers"),
         (name = "admin", description = "For operators; on CHAT_ADMIN_BIND when it is set"),
         (name = "meta", description = "This document"),
+        (name = "page", description = "The chat page for people, served from the binary"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -1,0 +1,761 @@
+// The chat page: sign-in, the room list, one open room (history, scroll-back, live
+// messages) and the composer, over REST and STOMP (docs/protocol.md). Every message shown
+// is keyed by its seq; a reconnect resumes after the highest seq shown, so a dropped
+// connection or a draining instance loses nothing and shows nothing twice.
+
+import { Client, ReconnectionTimeMode } from "@stomp/stompjs";
+
+import { Api, ApiError, PAGE_SIZE, detectMode } from "./api.js";
+import { openSenderId, randomKey, takeTokenFromFragment, tokenClaims, visibleLength } from "./identity.js";
+import { Timeline } from "./timeline.js";
+
+const MAX_CONTENT = 4000;
+const MAX_NICKNAME = 50;
+/** Errors after which the same SEND, with the same idempotency key, is worth retrying. */
+const RETRYABLE = new Set(["RATE_LIMITED", "STORE_UNAVAILABLE", "STORE_OUTCOME_UNKNOWN"]);
+/** ERROR close reasons that need a new token before reconnecting makes sense. */
+const NEEDS_TOKEN = new Set(["token_expired", "unauthenticated"]);
+const ROOM_POLL_MS = 15000;
+
+const $ = (id) => document.getElementById(id);
+
+/** A DOM element with attributes and children (strings become text, never HTML). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value == null) continue;
+    if (name === "class") node.className = value;
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function show(node, visible) {
+  node.hidden = !visible;
+}
+
+const state = {
+  /** "open", "jwt" or "unknown" (the server did not say). */
+  mode: "unknown",
+  /** Who we are: { nickname, senderId } in open mode, { token, claims, nickname } in jwt mode. */
+  me: null,
+  api: null,
+  client: null,
+  /** Whether a STOMP session was ever connected since sign-in: the next one is a resume. */
+  wasConnected: false,
+  connected: false,
+  instance: null,
+  /** CONNECTED `user-name`: the user id the server verified (jwt mode), else null. */
+  verifiedUser: null,
+  /** Why the server closed the last connection, for the status line. */
+  closeReason: null,
+  rooms: new Map(),
+  lastRoomId: null,
+  moreRooms: false,
+  /** The open room: { id, name, timeline, ready, subscription, receipt, reachedStart, loadingOlder }. */
+  room: null,
+  /** Messages not yet confirmed stored, by idempotency key. */
+  pending: new Map(),
+  /** Which pending message a SEND receipt belongs to. */
+  pendingByReceipt: new Map(),
+  receiptCounter: 0,
+  roomPoll: null,
+};
+
+// ---------------------------------------------------------------- connection status
+
+function setStatus(kind, detail) {
+  const node = document.querySelector('[data-testid="connection-status"]');
+  node.dataset.state = kind;
+  if (state.instance) node.dataset.instance = state.instance;
+  else delete node.dataset.instance;
+  const instance = state.instance ? ` · instance ${state.instance}` : "";
+  const text = {
+    offline: "Not connected",
+    connecting: "Connecting…",
+    connected: `Connected${instance}`,
+    resumed: `Resumed${instance}`,
+    reconnecting: "Reconnecting…",
+    stopped: "Disconnected",
+  }[kind];
+  node.textContent = detail ? `${text} (${detail})` : text;
+}
+
+/** CONNECTED `session` is `<instance>-<connection>`: the part before the last dash. */
+function instanceOf(session) {
+  if (!session) return null;
+  const cut = session.lastIndexOf("-");
+  return cut > 0 ? session.slice(0, cut) : session;
+}
+
+// ---------------------------------------------------------------- error banner
+
+function showError(text, code) {
+  const banner = $("error-banner");
+  banner.textContent = text;
+  if (code) banner.dataset.code = code;
+  else delete banner.dataset.code;
+  show(banner, true);
+}
+
+function clearError() {
+  const banner = $("error-banner");
+  banner.textContent = "";
+  delete banner.dataset.code;
+  show(banner, false);
+}
+
+// ---------------------------------------------------------------- sign-in
+
+function applyMode(mode) {
+  state.mode = mode;
+  show($("login-open-warning"), mode === "open");
+  show($("login-mode-unknown"), mode === "unknown");
+  show($("token-field"), mode !== "open");
+  $("nickname-field").querySelector("label").textContent =
+    mode === "jwt" ? "Display name (optional: used when your token carries no name)" : "Nickname";
+  const note = $("mode-note");
+  if (mode === "open") {
+    note.textContent = "Open mode: not secure. Anyone can post under any name.";
+    note.className = "mode warning";
+  } else if (mode === "jwt") {
+    note.textContent = "Signed in with a token";
+    note.className = "mode";
+  }
+}
+
+function showLogin(message) {
+  show($("login"), true);
+  show($("chat"), false);
+  show($("mode-note"), state.mode === "open");
+  const error = $("login-error");
+  error.textContent = message || "";
+  show(error, Boolean(message));
+  const first = state.mode === "jwt" ? $("token") : $("nickname");
+  first.focus();
+}
+
+function signIn(event) {
+  event.preventDefault();
+  const nickname = $("nickname").value.trim();
+  const token = $("token").value.trim();
+  const fail = (message) => showLogin(message);
+  if (state.mode !== "open" && token) {
+    const claims = tokenClaims(token);
+    if (!claims) return fail("That does not look like a token (three parts separated by dots).");
+    if (typeof claims.exp === "number" && claims.exp * 1000 < Date.now() - 30000) {
+      return fail(`This token expired at ${new Date(claims.exp * 1000).toLocaleString()}; ask for a new one.`);
+    }
+    const name = claims.name || claims.preferred_username || nickname || `user ${claims.sub}`;
+    if (nickname.length > MAX_NICKNAME) return fail(`A display name has at most ${MAX_NICKNAME} characters.`);
+    const display = String(name).slice(0, MAX_NICKNAME);
+    // The id is used only if the server turns out to be open (CONNECTED names no user).
+    start({ token, claims, nickname: display, senderId: openSenderId(display) });
+    return;
+  }
+  if (state.mode === "jwt") return fail("This server needs a token: paste it above.");
+  if (!nickname) return fail("Enter a nickname.");
+  if ([...nickname].length > MAX_NICKNAME) return fail(`A nickname has at most ${MAX_NICKNAME} characters.`);
+  try {
+    localStorage.setItem("chat-service.nickname", nickname);
+  } catch {
+    // Not kept: fine.
+  }
+  start({ nickname, senderId: openSenderId(nickname) });
+}
+
+/** Signs in (or, after a token expired, carries on with a fresh token and the same rooms). */
+function start(me) {
+  const resuming = state.me !== null;
+  state.me = me;
+  state.api = new Api(() => (state.me && state.me.token) || null);
+  show($("login"), false);
+  show($("chat"), true);
+  show($("token-field"), state.mode !== "open");
+  show($("mode-note"), true);
+  const who = $("who");
+  $("who-name").textContent = me.token ? `Signed in as ${me.nickname}` : `Posting as ${me.nickname}`;
+  show(who, true);
+  if (!resuming) {
+    state.wasConnected = false;
+    loadRooms(true);
+    state.roomPoll = setInterval(pollRooms, ROOM_POLL_MS);
+  }
+  connect();
+}
+
+function signOut() {
+  stopClient();
+  clearInterval(state.roomPoll);
+  state.me = null;
+  state.room = null;
+  state.rooms.clear();
+  state.lastRoomId = null;
+  state.pending.clear();
+  state.pendingByReceipt.clear();
+  state.instance = null;
+  state.verifiedUser = null;
+  $("room-list").replaceChildren();
+  $("message-list").replaceChildren();
+  $("pending-list").replaceChildren();
+  $("room-title").textContent = "Pick a room";
+  document.body.classList.remove("in-room");
+  setComposerEnabled(false);
+  clearError();
+  show($("chat"), false);
+  show($("who"), false);
+  setStatus("offline");
+  showLogin();
+}
+
+// ---------------------------------------------------------------- STOMP
+
+function brokerUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws`;
+}
+
+function connect() {
+  stopClient();
+  setStatus(state.wasConnected ? "reconnecting" : "connecting");
+  const client = new Client({
+    brokerURL: brokerUrl(),
+    heartbeatIncoming: 10000,
+    heartbeatOutgoing: 10000,
+    reconnectDelay: 500,
+    reconnectTimeMode: ReconnectionTimeMode.EXPONENTIAL,
+    maxReconnectDelay: 10000,
+    connectionTimeout: 10000,
+    discardWebsocketOnCommFailure: true,
+    debug: () => {},
+  });
+  client.beforeConnect = () => {
+    client.connectHeaders = state.me && state.me.token ? { Authorization: `Bearer ${state.me.token}` } : {};
+  };
+  client.onConnect = (frame) => onConnected(client, frame);
+  client.onStompError = (frame) => onServerError(client, frame);
+  client.onWebSocketClose = () => onClosed(client);
+  state.client = client;
+  client.activate();
+}
+
+function stopClient() {
+  const client = state.client;
+  state.client = null;
+  state.connected = false;
+  if (client) client.deactivate();
+}
+
+function onConnected(client, frame) {
+  if (client !== state.client) return;
+  const resumed = state.wasConnected;
+  state.connected = true;
+  state.wasConnected = true;
+  state.instance = instanceOf(frame.headers.session);
+  state.verifiedUser = frame.headers["user-name"] || null;
+  state.closeReason = null;
+  setStatus(resumed ? "resumed" : "connected");
+  // First, so that no error about what follows is dropped (docs/protocol.md, section 2).
+  client.subscribe("/user/queue/errors", (message) => onAppError(message), { id: "errors" });
+  if (state.room && state.room.ready) subscribeRoom(state.room);
+  // Whatever was sent but not confirmed goes again, with its key: stored at most once.
+  for (const item of state.pending.values()) {
+    if (item.state === "sending") publish(item);
+  }
+}
+
+function onClosed(client) {
+  if (client !== state.client) return;
+  const wasUp = state.connected;
+  state.connected = false;
+  if (state.room) state.room.subscription = null;
+  // Receipts of this connection will never come: unanswered SENDs go again on the next.
+  state.pendingByReceipt.clear();
+  for (const item of state.pending.values()) item.receipt = null;
+  if (client.active) {
+    setStatus("reconnecting", state.closeReason || (wasUp ? "the connection dropped" : "the server does not answer yet"));
+  }
+}
+
+function onServerError(client, frame) {
+  if (client !== state.client) return;
+  const reason = frame.headers["x-close-reason"] || "";
+  const text = frame.headers.message || frame.body || "the server closed the connection";
+  if (NEEDS_TOKEN.has(reason) || (!reason && /authentication|token/i.test(text))) {
+    stopClient();
+    setStatus("stopped", "sign-in needed");
+    if (!state.me || !state.me.token) {
+      // Open mode was assumed, yet the server wants a token.
+      applyMode("jwt");
+    }
+    showLogin(
+      reason === "token_expired"
+        ? "Your token expired. Paste a fresh one to carry on; nothing shown is lost."
+        : `The server refused to sign you in: ${text}`,
+    );
+    return;
+  }
+  state.closeReason = reason === "server_shutdown" ? "the instance is shutting down" : text;
+  setStatus("reconnecting", state.closeReason);
+}
+
+// ---------------------------------------------------------------- errors queue
+
+function onAppError(message) {
+  let error;
+  try {
+    error = JSON.parse(message.body);
+  } catch {
+    return;
+  }
+  const receipt = error.receiptId;
+  const item = receipt ? state.pendingByReceipt.get(receipt) : null;
+  if (item) {
+    state.pendingByReceipt.delete(receipt);
+    item.receipt = null;
+    if (RETRYABLE.has(error.code)) {
+      item.attempts += 1;
+      const delay = Math.min(15000, 500 * 2 ** item.attempts);
+      showError(`Not sent yet (${error.message}); trying again in ${Math.round(delay / 1000)} s.`, error.code);
+      item.timer = setTimeout(() => {
+        item.timer = null;
+        if (state.pending.has(item.key) && !item.receipt) publish(item);
+      }, delay);
+      return;
+    }
+    dropPending(item);
+    showError(`Not sent: ${error.message}`, error.code);
+    // Give the text back so it can be fixed and sent again.
+    const input = $("message-input");
+    if (!input.value && state.room && state.room.id === item.roomId) {
+      input.value = item.content;
+      updateCounter();
+    }
+    return;
+  }
+  const room = state.room;
+  if (room && receipt && receipt === room.receipt) {
+    if (error.code === "INVALID_RESUME") {
+      // Our position comes from another history (a restored database, a restarted
+      // in-memory server): start the room over from the server's view.
+      openRoom(room.id, true);
+      return;
+    }
+    room.subscription = null;
+    showError(`Cannot follow this room: ${error.message}`, error.code);
+    return;
+  }
+  showError(error.message, error.code);
+}
+
+// ---------------------------------------------------------------- rooms
+
+function roomLabel(room) {
+  return room.visibility === "private" ? `${room.name} (private)` : room.name;
+}
+
+function renderRoom(room) {
+  state.rooms.set(room.id, room);
+  let item = $("room-list").querySelector(`[data-room-id="${room.id}"]`);
+  if (!item) {
+    item = el("button", { type: "button", class: "room-button", "data-room-id": room.id });
+    item.addEventListener("click", () => openRoom(room.id));
+    $("room-list").append(el("li", {}, item));
+  }
+  item.textContent = roomLabel(room);
+  if (state.room && state.room.id === room.id) item.setAttribute("aria-current", "true");
+  state.lastRoomId = Math.max(state.lastRoomId || 0, room.id);
+  show($("rooms-empty"), false);
+}
+
+async function loadRooms(first) {
+  try {
+    const { rooms, more } = await state.api.rooms(first ? null : state.lastRoomId);
+    rooms.forEach(renderRoom);
+    state.moreRooms = more;
+    show($("rooms-more"), more);
+    show($("rooms-empty"), state.rooms.size === 0);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return tokenRefused(error);
+    roomError(`Could not load the rooms: ${error.message}`);
+  }
+}
+
+/** New rooms have larger ids: ask for the ones after the last we know. */
+async function pollRooms() {
+  if (!state.api || state.moreRooms || document.hidden) return;
+  await loadRooms(state.lastRoomId == null);
+}
+
+function roomError(text) {
+  const node = $("room-create-error");
+  node.textContent = text;
+  show(node, Boolean(text));
+}
+
+async function createRoom(event) {
+  event.preventDefault();
+  const name = $("room-create-name").value.trim();
+  if (!name) return roomError("Give the room a name.");
+  roomError("");
+  const visibility = $("room-private").checked ? "private" : "public";
+  $("room-create-submit").disabled = true;
+  try {
+    const room = await state.api.createRoom(name, visibility);
+    renderRoom(room);
+    $("room-create-name").value = "";
+    openRoom(room.id);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return tokenRefused(error);
+    roomError(`Could not create the room: ${error.message}`);
+  } finally {
+    $("room-create-submit").disabled = false;
+  }
+}
+
+function tokenRefused(error) {
+  stopClient();
+  setStatus("stopped", "sign-in needed");
+  applyMode("jwt");
+  showLogin(`The server refused the token: ${error.message}`);
+}
+
+// ---------------------------------------------------------------- the open room
+
+function setComposerEnabled(enabled) {
+  $("message-input").disabled = !enabled;
+  $("message-send").disabled = !enabled;
+}
+
+async function openRoom(roomId, restart = false) {
+  const previous = state.room;
+  if (previous && previous.id === roomId && !restart) {
+    document.body.classList.add("in-room");
+    $("message-input").focus();
+    return;
+  }
+  if (previous && previous.subscription) {
+    try {
+      previous.subscription.unsubscribe();
+    } catch {
+      // The connection is gone already.
+    }
+  }
+  const known = state.rooms.get(roomId);
+  const room = {
+    id: roomId,
+    name: known ? known.name : `Room ${roomId}`,
+    timeline: new Timeline(),
+    ready: false,
+    subscription: null,
+    receipt: null,
+    reachedStart: false,
+    loadingOlder: false,
+  };
+  state.room = room;
+  for (const button of $("room-list").querySelectorAll("[data-room-id]")) {
+    if (Number(button.dataset.roomId) === roomId) button.setAttribute("aria-current", "true");
+    else button.removeAttribute("aria-current");
+  }
+  $("room-title").textContent = known ? roomLabel(known) : room.name;
+  $("message-list").replaceChildren();
+  renderPending();
+  clearError();
+  show($("load-older"), false);
+  show($("history-edge"), false);
+  document.body.classList.add("in-room");
+  // Open while disconnected too: what is sent then goes out on the next connection.
+  setComposerEnabled(true);
+  try {
+    const page = await state.api.history(roomId);
+    if (state.room !== room) return;
+    page.forEach((message) => addMessage(room, message));
+    room.reachedStart = page.length < PAGE_SIZE || page[0].seq <= 1;
+    updateHistoryEdge(room);
+    scrollToBottom();
+  } catch (error) {
+    if (state.room !== room) return;
+    if (error instanceof ApiError && error.status === 401) return tokenRefused(error);
+    showError(`Cannot open this room: ${error.message}`, error.code);
+    return;
+  }
+  room.ready = true;
+  if (state.connected) subscribeRoom(room);
+  $("message-input").focus();
+  fillViewport(room);
+}
+
+/** Subscribes to the open room, resuming after the highest seq shown (0: an empty room). */
+function subscribeRoom(room) {
+  const client = state.client;
+  if (!client || !state.connected) return;
+  state.receiptCounter += 1;
+  room.receipt = `room-${room.id}-${state.receiptCounter}`;
+  room.subscription = client.subscribe(
+    `/topic/chatroom/${room.id}`,
+    (frame) => {
+      if (state.room !== room) return;
+      let message;
+      try {
+        message = JSON.parse(frame.body);
+      } catch {
+        return;
+      }
+      if (message.chatRoomId !== room.id) return;
+      const stick = nearBottom();
+      addMessage(room, message);
+      if (stick) scrollToBottom();
+    },
+    {
+      id: room.receipt,
+      receipt: room.receipt,
+      "x-resume-after": String(room.timeline.newest ?? 0),
+    },
+  );
+}
+
+function isMine(message) {
+  const me = state.me;
+  if (!me) return false;
+  if (state.verifiedUser) return String(message.senderId) === state.verifiedUser;
+  if (me.token && me.claims && message.senderId != null && String(me.claims.sub) === String(message.senderId)) return true;
+  return message.senderId === me.senderId && message.senderNickname === me.nickname;
+}
+
+function messageElement(message) {
+  const created = new Date(message.createdAt);
+  const time = Number.isNaN(created.getTime())
+    ? ""
+    : created.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return el(
+    "li",
+    {
+      class: isMine(message) ? "message mine" : "message",
+      "data-seq": message.seq,
+      "data-message-id": message.messageId,
+    },
+    el(
+      "p",
+      { class: "meta" },
+      el("span", { class: "sender" }, message.senderNickname),
+      " ",
+      el("time", { datetime: message.createdAt, title: created.toLocaleString() }, time),
+    ),
+    el("p", { class: "content" }, message.content),
+  );
+}
+
+/** Puts a message where its seq says, once. */
+function addMessage(room, message) {
+  const index = room.timeline.insert(message);
+  if (index < 0) return;
+  const list = $("message-list");
+  const node = messageElement(message);
+  list.insertBefore(node, list.children[index] || null);
+  if (room.timeline.size === 1) updateHistoryEdge(room);
+  if (isMine(message)) settlePendingFor(message);
+}
+
+function nearBottom() {
+  const scroller = $("scroller");
+  return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+}
+
+function scrollToBottom() {
+  const scroller = $("scroller");
+  scroller.scrollTop = scroller.scrollHeight;
+}
+
+function updateHistoryEdge(room) {
+  show($("load-older"), !room.reachedStart);
+  const edge = $("history-edge");
+  edge.textContent = room.timeline.size ? "The beginning of this room." : "No messages yet: say hello.";
+  show(edge, room.reachedStart);
+}
+
+/** Scroll-back: the page older than the oldest message shown, keeping the view in place. */
+async function loadOlder() {
+  const room = state.room;
+  if (!room || room.reachedStart || room.loadingOlder || room.timeline.oldest == null) return;
+  room.loadingOlder = true;
+  $("load-older").disabled = true;
+  try {
+    const page = await state.api.history(room.id, room.timeline.oldest);
+    if (state.room !== room) return;
+    const scroller = $("scroller");
+    const before = scroller.scrollHeight;
+    page.forEach((message) => addMessage(room, message));
+    scroller.scrollTop += scroller.scrollHeight - before;
+    room.reachedStart = page.length < PAGE_SIZE || page[0].seq <= 1;
+    updateHistoryEdge(room);
+  } catch (error) {
+    if (state.room === room) showError(`Could not load older messages: ${error.message}`, error.code);
+  } finally {
+    room.loadingOlder = false;
+    $("load-older").disabled = false;
+  }
+  fillViewport(room);
+}
+
+/** While the messages do not fill the view there is nothing to scroll: load more. */
+function fillViewport(room) {
+  const scroller = $("scroller");
+  if (state.room === room && !room.reachedStart && scroller.scrollHeight <= scroller.clientHeight + 10) {
+    loadOlder();
+  }
+}
+
+// ---------------------------------------------------------------- sending
+
+function sendBody(item) {
+  const me = state.me;
+  const body = {
+    chatRoomId: item.roomId,
+    senderNickname: me.nickname,
+    content: item.content,
+    messageType: "TEXT",
+  };
+  // A server that verified a token takes the sender from it; an open one needs it here.
+  if (!state.verifiedUser) body.senderId = me.senderId;
+  return JSON.stringify(body);
+}
+
+function publish(item) {
+  const client = state.client;
+  if (!client || !state.connected) return;
+  state.receiptCounter += 1;
+  const receipt = `send-${state.receiptCounter}`;
+  item.receipt = receipt;
+  state.pendingByReceipt.set(receipt, item);
+  client.watchForReceipt(receipt, () => {
+    state.pendingByReceipt.delete(receipt);
+    if (item.receipt !== receipt) return;
+    item.receipt = null;
+    // Stored: it will come on the room topic; until then it stays shown as sending.
+    item.state = "stored";
+    if (!$("error-banner").hidden && RETRYABLE.has($("error-banner").dataset.code)) clearError();
+    item.timer = setTimeout(() => dropPending(item), 10000);
+  });
+  client.publish({
+    destination: "/app/chat.sendMessage",
+    headers: { receipt, "x-idempotency-key": item.key, "content-type": "application/json" },
+    body: sendBody(item),
+  });
+}
+
+function sendMessage(event) {
+  if (event) event.preventDefault();
+  const input = $("message-input");
+  const room = state.room;
+  if (!room || input.disabled) return;
+  const content = input.value;
+  if (!content.trim()) return;
+  clearError();
+  const item = {
+    key: randomKey(),
+    roomId: room.id,
+    content,
+    state: "sending",
+    receipt: null,
+    attempts: 0,
+    timer: null,
+  };
+  state.pending.set(item.key, item);
+  input.value = "";
+  updateCounter();
+  renderPending();
+  publish(item);
+  if (nearBottom()) scrollToBottom();
+}
+
+function dropPending(item) {
+  if (item.timer) clearTimeout(item.timer);
+  if (item.receipt) state.pendingByReceipt.delete(item.receipt);
+  state.pending.delete(item.key);
+  renderPending();
+}
+
+/** One's own message arrived on the topic: it no longer needs its "sending" line. */
+function settlePendingFor(message) {
+  const content = String(message.content);
+  for (const item of state.pending.values()) {
+    if (item.roomId === message.chatRoomId && item.content.trim() === content) {
+      if (item.state === "stored") dropPending(item);
+      else item.hidden = true;
+      renderPending();
+      return;
+    }
+  }
+}
+
+function renderPending() {
+  const list = $("pending-list");
+  const room = state.room;
+  const items = [...state.pending.values()].filter((item) => room && item.roomId === room.id && !item.hidden);
+  list.replaceChildren(
+    ...items.map((item) =>
+      el(
+        "li",
+        { class: "message mine pending", "data-key": item.key },
+        el("p", { class: "meta" }, el("span", { class: "sender" }, state.me.nickname), " ", "sending…"),
+        el("p", { class: "content" }, item.content),
+      ),
+    ),
+  );
+}
+
+function updateCounter() {
+  const length = visibleLength($("message-input").value);
+  const counter = $("counter");
+  counter.textContent = length > MAX_CONTENT - 500 ? `${length} / ${MAX_CONTENT}` : "";
+  counter.classList.toggle("over", length > MAX_CONTENT);
+}
+
+// ---------------------------------------------------------------- start-up
+
+function wire() {
+  $("login-form").addEventListener("submit", signIn);
+  $("sign-out").addEventListener("click", signOut);
+  $("room-create-form").addEventListener("submit", createRoom);
+  $("rooms-more").addEventListener("click", () => loadRooms(false));
+  $("composer").addEventListener("submit", sendMessage);
+  $("load-older").addEventListener("click", loadOlder);
+  $("back-to-rooms").addEventListener("click", () => {
+    document.body.classList.remove("in-room");
+    const current = $("room-list").querySelector('[aria-current="true"]');
+    (current || $("room-create-name")).focus();
+  });
+  const input = $("message-input");
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) sendMessage(event);
+    if (event.key === "Escape") clearError();
+  });
+  input.addEventListener("input", updateCounter);
+  $("scroller").addEventListener("scroll", () => {
+    if ($("scroller").scrollTop < 80) loadOlder();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) pollRooms();
+  });
+}
+
+async function main() {
+  wire();
+  try {
+    $("nickname").value = localStorage.getItem("chat-service.nickname") || "";
+  } catch {
+    // No storage: start empty.
+  }
+  const token = takeTokenFromFragment();
+  applyMode(await detectMode());
+  if (token) {
+    if (state.mode === "open") applyMode("unknown");
+    $("token").value = token;
+    $("login-form").requestSubmit();
+    return;
+  }
+  showLogin();
+}
+
+main();
