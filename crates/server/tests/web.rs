@@ -71,8 +71,16 @@ async fn the_script_and_style_come_with_their_types_and_revalidate_to_304() {
     let app = support::spawn_app().await;
     let client = reqwest::Client::new();
     for (path, content_type, marker) in [
-        ("/app.js", "text/javascript; charset=utf-8", "/app/chat.sendMessage"),
-        ("/app.css", "text/css; charset=utf-8", "[data-state=connected]"),
+        (
+            "/app.js",
+            "text/javascript; charset=utf-8",
+            "/app/chat.sendMessage",
+        ),
+        (
+            "/app.css",
+            "text/css; charset=utf-8",
+            "[data-state=connected]",
+        ),
     ] {
         let response = client.get(app.http(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -110,7 +118,12 @@ async fn the_page_accepts_only_get_and_unknown_files_are_not_found() {
     let client = reqwest::Client::new();
     let post = client.post(app.http("/")).send().await.unwrap();
     assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
-    for path in ["/app.js.map", "/dist/app.js", "/../Cargo.toml", "/favicon.ico"] {
+    for path in [
+        "/app.js.map",
+        "/dist/app.js",
+        "/../Cargo.toml",
+        "/favicon.ico",
+    ] {
         let response = client.get(app.http(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
     }
@@ -121,7 +134,9 @@ async fn the_page_accepts_only_get_and_unknown_files_are_not_found() {
 #[tokio::test]
 async fn in_jwt_mode_the_page_needs_no_token_and_the_room_listing_tells_it_one_is_needed() {
     let open = support::spawn_app().await;
-    let listing = reqwest::get(open.http("/api/chatrooms?limit=1")).await.unwrap();
+    let listing = reqwest::get(open.http("/api/chatrooms?limit=1"))
+        .await
+        .unwrap();
     assert_eq!(listing.status(), StatusCode::OK);
 
     let mut settings = support::test_settings();
@@ -129,6 +144,8 @@ async fn in_jwt_mode_the_page_needs_no_token_and_the_room_listing_tells_it_one_i
     let jwt = support::spawn_app_with(chat_server::Adapters::in_memory(), settings).await;
     let page = reqwest::get(jwt.http("/")).await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let listing = reqwest::get(jwt.http("/api/chatrooms?limit=1")).await.unwrap();
+    let listing = reqwest::get(jwt.http("/api/chatrooms?limit=1"))
+        .await
+        .unwrap();
     assert_eq!(listing.status(), StatusCode::UNAUTHORIZED);
 }

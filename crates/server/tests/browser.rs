@@ -1,0 +1,82 @@
+//! The chat page in a real browser: web/tests/browser.mjs (Playwright's `playwright-core`
+//! from npm, driving Debian's Chromium at /usr/bin/chromium, or `CHROMIUM`) against the
+//! server started here on its in-memory default. alice and bob chat in one room, a
+//! 5,000-character message is refused by the server and shown by the input, and a dropped
+//! connection resumes without a gap or a duplicate. Needs Node.js, npm and Chromium
+//! (`apt-get install chromium`); without them this test fails, it does not skip.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
+}
+
+/// `npm ci` in web/ unless its packages are there already (the lockfile pins them).
+fn install_packages() {
+    if web_dir().join("node_modules/playwright-core").exists() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(web_dir())
+        .status()
+        .expect("npm is needed for this test (install Node.js and npm)");
+    assert!(status.success(), "npm ci failed in {}", web_dir().display());
+}
+
+fn chromium() -> String {
+    let path = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        Path::new(&path).exists(),
+        "no Chromium at {path}: install Debian's (apt-get install chromium) or set CHROMIUM"
+    );
+    path
+}
+
+/// Runs `node` in web/ with `args`, for at most three minutes.
+async fn node(args: Vec<String>, env: &[(&str, &str)]) -> std::process::Output {
+    let run = tokio::process::Command::new("node")
+        .args(&args)
+        .envs(env.iter().copied())
+        .current_dir(web_dir())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .unwrap_or_else(|_| panic!("node {args:?} did not finish within 3 minutes"))
+        .expect("node is needed for this test (install Node.js)")
+}
+
+fn report(output: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_chat_in_a_real_browser_and_a_dropped_connection_loses_nothing() {
+    let chromium = chromium();
+    tokio::task::spawn_blocking(install_packages).await.unwrap();
+    let app = support::spawn_app().await;
+    let args = vec!["tests/browser.mjs".to_owned(), app.http("")];
+    let output = node(args, &[("CHROMIUM", &chromium)]).await;
+    let report = report(&output);
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{report}"
+    );
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+}
+
+#[tokio::test]
+async fn the_page_orders_and_deduplicates_by_seq() {
+    let args = vec!["--test".to_owned(), "tests/timeline.test.mjs".to_owned()];
+    let output = node(args, &[]).await;
+    assert!(output.status.success(), "{}", report(&output));
+}

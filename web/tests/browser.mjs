@@ -1,0 +1,288 @@
+// The chat page in a real browser (Playwright driving Debian's Chromium) against a running
+// chat-server in open mode:
+//   node web/tests/browser.mjs http://127.0.0.1:8080 [--screenshots docs]
+// alice and bob, in two browser contexts, sign in, meet in one room and exchange a message
+// that each sees once, in seq order; a 5,000-character message shows the server's error
+// next to the input and nothing is stored. With --screenshots it saves the page at 1280 and
+// 375 px wide into that folder. Exits non-zero on the first failure; prints
+// "browser: N passed, 0 failed" at the end. crates/server/tests/browser.rs runs it.
+import assert from "node:assert/strict";
+import path from "node:path";
+import net from "node:net";
+import { chromium } from "playwright-core";
+
+const base = process.argv[2];
+if (!base || !/^https?:\/\//.test(base)) {
+  console.error("usage: node web/tests/browser.mjs <server URL, e.g. http://127.0.0.1:8080> [--screenshots DIR]");
+  process.exit(2);
+}
+const shotsFlag = process.argv.indexOf("--screenshots");
+const shots = shotsFlag > 0 ? path.resolve(process.argv[shotsFlag + 1]) : null;
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const WAIT = 10000;
+
+const browser = await chromium.launch({
+  executablePath,
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+  ],
+});
+
+let passed = 0;
+const people = [];
+async function check(name, body) {
+  try {
+    await body();
+  } catch (error) {
+    console.error(`not ok - ${name}\n${error.stack || error}`);
+    for (const who of people) {
+      if (who.problems.length) console.error(who.problems.join("\n"));
+      const status = await who.page.locator(tid("connection-status")).textContent().catch(() => "?");
+      const banner = await who.page.locator(tid("error-banner")).textContent().catch(() => "?");
+      console.error(`${who.name}: status "${status}", error banner "${banner}"`);
+    }
+    console.log(`browser: ${passed} passed, 1 failed`);
+    await browser.close();
+    process.exit(1);
+  }
+  passed += 1;
+  console.log(`ok - ${name}`);
+}
+
+const tid = (id) => `[data-testid="${id}"]`;
+
+/**
+ * A TCP relay in front of the server, so that a test can drop a page's connections (HTTP
+ * and WebSocket alike) and refuse new ones for a while, as a network blip would.
+ */
+async function relay(target) {
+  const { hostname, port } = new URL(target);
+  const open = new Set();
+  const state = { refusing: false };
+  const server = net.createServer((client) => {
+    if (state.refusing) return client.destroy();
+    const upstream = net.connect(Number(port), hostname);
+    const pair = [client, upstream];
+    open.add(pair);
+    const end = () => {
+      open.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    /** Drops every connection and refuses new ones until `restore()`. */
+    cut() {
+      state.refusing = true;
+      for (const [client, upstream] of open) {
+        client.destroy();
+        upstream.destroy();
+      }
+      open.clear();
+    },
+    restore() {
+      state.refusing = false;
+    },
+    close() {
+      server.close();
+    },
+  };
+}
+
+/** A person at the page: their own browser context, console errors collected. */
+async function person(name, url = base) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`${name}: page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`${name}: console error: ${message.text()}`);
+  });
+  const frames = [];
+  page.on("websocket", (socket) => {
+    socket.on("framesent", (frame) => frames.push(String(frame.payload)));
+  });
+  const who = { name, base: url, context, page, problems, frames };
+  people.push(who);
+  return who;
+}
+
+async function signIn(who) {
+  const { page } = who;
+  await page.goto(who.base);
+  await page.getByLabel("Nickname").fill(who.name);
+  await page.locator(tid("login-submit")).click();
+  await page.locator(`${tid("connection-status")}[data-state="connected"]`).waitFor({ timeout: WAIT });
+}
+
+/** The seqs and texts of the messages a page shows, in page order. */
+async function shown(page) {
+  return page.locator(`${tid("message-list")} [data-seq]`).evaluateAll((items) =>
+    items.map((item) => ({ seq: Number(item.dataset.seq), text: item.querySelector(".content").textContent })),
+  );
+}
+
+async function historyOf(room) {
+  const response = await fetch(`${base}/api/chatrooms/${room}/messages?limit=200`);
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
+// alice's page goes through the relay, so that her connection can be dropped.
+const aliceLine = await relay(base);
+const alice = await person("alice", aliceLine.url);
+const bob = await person("bob");
+const roomName = `browser ${Date.now().toString(36)}`;
+let room;
+
+await check("the page says open mode is not secure, and every input has a label", async () => {
+  await alice.page.goto(alice.base);
+  await alice.page.getByText("Open mode: not secure.").first().waitFor({ timeout: WAIT });
+  assert.equal(await alice.page.locator(tid("token-input")).isVisible(), false, "no token field in open mode");
+  for (const id of ["nickname-input"]) {
+    const label = await alice.page.locator(tid(id)).evaluate((input) => input.labels[0]?.textContent.trim());
+    assert.ok(label, `${id} has a label`);
+  }
+});
+
+await check("alice signs in with a nickname and creates a room", async () => {
+  await signIn(alice);
+  const status = await alice.page.locator(tid("connection-status")).textContent();
+  assert.match(status, /Connected · instance \S+/);
+  for (const id of ["room-create-name", "message-input"]) {
+    const label = await alice.page.locator(tid(id)).evaluate((input) => input.labels[0]?.textContent.trim());
+    assert.ok(label, `${id} has a label`);
+  }
+  await alice.page.locator(tid("room-create-name")).fill(roomName);
+  await alice.page.locator(tid("room-create-submit")).click();
+  const button = alice.page.locator(`${tid("room-list")} [data-room-id]`, { hasText: roomName });
+  await button.waitFor({ timeout: WAIT });
+  room = Number(await button.getAttribute("data-room-id"));
+  assert.ok(room > 0);
+  await alice.page.locator(`#room-title:has-text("${roomName}")`).waitFor({ timeout: WAIT });
+});
+
+await check("bob signs in and joins the same room from the list", async () => {
+  await signIn(bob);
+  await bob.page.locator(`${tid("room-list")} [data-room-id="${room}"]`).click();
+  await bob.page.locator(`#room-title:has-text("${roomName}")`).waitFor({ timeout: WAIT });
+  // Joined: the input takes the focus once the history is loaded and the room followed.
+  await bob.page.waitForFunction(() => document.activeElement?.dataset.testid === "message-input", null, {
+    timeout: WAIT,
+  });
+});
+
+await check("each sees the other's message once, in seq order, sent with Enter", async () => {
+  await alice.page.locator(tid("message-input")).fill("hello from alice");
+  await alice.page.locator(tid("message-input")).press("Enter");
+  await bob.page.locator(`${tid("message-list")} [data-seq]`, { hasText: "hello from alice" }).waitFor({ timeout: WAIT });
+  await bob.page.locator(tid("message-input")).fill("hi from bob");
+  await bob.page.locator(tid("message-send")).click();
+  for (const who of [alice, bob]) {
+    await who.page.locator(`${tid("message-list")} [data-seq]`, { hasText: "hi from bob" }).waitFor({ timeout: WAIT });
+  }
+  // Late duplicates would show up here.
+  await alice.page.waitForTimeout(500);
+  const expected = [
+    { seq: 1, text: "hello from alice" },
+    { seq: 2, text: "hi from bob" },
+  ];
+  for (const who of [alice, bob]) {
+    assert.deepEqual(await shown(who.page), expected, `${who.name}'s page`);
+    assert.equal(await who.page.locator("#pending-list li").count(), 0, `${who.name}: nothing left sending`);
+  }
+  assert.deepEqual(
+    (await historyOf(room)).map((m) => [m.seq, m.senderNickname, m.content]),
+    [
+      [1, "alice", "hello from alice"],
+      [2, "bob", "hi from bob"],
+    ],
+  );
+  // Every SEND carried a receipt and an idempotency key.
+  const sends = alice.frames.filter((frame) => frame.startsWith("SEND\n"));
+  assert.equal(sends.length, 1);
+  assert.match(sends[0], /\nreceipt:send-\d+\n/);
+  assert.match(sends[0], /\nx-idempotency-key:[0-9a-f-]{36}\n/);
+});
+
+await check("a 5,000-character message shows the server's error by the input and is not stored", async () => {
+  const input = alice.page.locator(tid("message-input"));
+  await input.fill("x".repeat(5000));
+  await alice.page.locator("#counter.over").waitFor({ timeout: WAIT });
+  await input.press("Enter");
+  const banner = alice.page.locator(tid("error-banner"));
+  await banner.waitFor({ state: "visible", timeout: WAIT });
+  assert.match(await banner.textContent(), /at most 4000 characters/);
+  assert.equal(await banner.getAttribute("data-code"), "CONTENT_TOO_LONG");
+  // The text is given back to be shortened.
+  assert.equal((await input.inputValue()).length, 5000);
+  await alice.page.waitForTimeout(500);
+  for (const who of [alice, bob]) {
+    assert.equal((await shown(who.page)).length, 2, `${who.name} shows no new message`);
+  }
+  assert.equal((await historyOf(room)).length, 2, "nothing stored");
+  await input.fill("");
+});
+
+await check("a dropped connection resumes: what was missed shows once, what was typed offline is sent once", async () => {
+  const status = (state) => `${tid("connection-status")}[data-state="${state}"]`;
+  aliceLine.cut();
+  await alice.page.locator(status("reconnecting")).waitFor({ timeout: WAIT });
+  for (const text of ["missed 1", "missed 2", "missed 3"]) {
+    await bob.page.locator(tid("message-input")).fill(text);
+    await bob.page.locator(tid("message-input")).press("Enter");
+    await bob.page.locator(`${tid("message-list")} [data-seq]`, { hasText: text }).waitFor({ timeout: WAIT });
+  }
+  await alice.page.locator(tid("message-input")).fill("typed while offline");
+  await alice.page.locator(tid("message-input")).press("Enter");
+  await alice.page.locator("#pending-list li", { hasText: "typed while offline" }).waitFor({ timeout: WAIT });
+  aliceLine.restore();
+  await alice.page.locator(status("resumed")).waitFor({ timeout: WAIT });
+  for (const who of [alice, bob]) {
+    await who.page.locator(`${tid("message-list")} [data-seq]`, { hasText: "typed while offline" }).waitFor({ timeout: WAIT });
+  }
+  await alice.page.waitForTimeout(500);
+  const texts = ["hello from alice", "hi from bob", "missed 1", "missed 2", "missed 3", "typed while offline"];
+  const expected = texts.map((text, i) => ({ seq: i + 1, text }));
+  for (const who of [alice, bob]) {
+    assert.deepEqual(await shown(who.page), expected, `${who.name}'s page`);
+  }
+  assert.deepEqual((await historyOf(room)).map((m) => m.content), texts);
+  const resume = alice.frames.filter((frame) => frame.startsWith("SUBSCRIBE\n") && frame.includes("/topic/chatroom/"));
+  assert.match(resume[resume.length - 1], /\nx-resume-after:2\n/);
+});
+
+if (shots) {
+  await check(`screenshots at 1280 and 375 px wide in ${shots}`, async () => {
+    const { page } = alice;
+    await page.locator(tid("message-input")).press("Escape");
+    await page.locator(tid("message-input")).fill("Enter sends; Shift+Enter starts a new line");
+    await page.screenshot({ path: path.join(shots, "screenshot-1280.png") });
+    await page.setViewportSize({ width: 375, height: 740 });
+    await page.waitForTimeout(200);
+    await page.screenshot({ path: path.join(shots, "screenshot-375.png") });
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 375, `no sideways scrolling at 375 px (content is ${width} px wide)`);
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+}
+
+await check("no page errors and no console errors (CSP violations included)", async () => {
+  assert.deepEqual([...alice.problems, ...bob.problems], []);
+});
+
+await browser.close();
+aliceLine.close();
+console.log(`browser: ${passed} passed, 0 failed`);
