@@ -1,7 +1,7 @@
 //! The load run: connect subscribers (each waits for its SUBSCRIBE receipt, or with
 //! `--socketio` its `join` ack), connect publishers, then send on a fixed schedule for
 //! warm-up + duration while subscribers account for every delivery, drain, and add it all
-//! up. The Socket.IO read and write loops live in [`socketio`]; everything else (schedule,
+//! up. The Socket.IO read and write loops live in `load::socketio`; everything else (schedule,
 //! markers, accounting, CPU window) is the same for every protocol.
 //!
 //! Publishers are open loop: message k of a publisher is due at `start + (k + phase) / rate`
