@@ -113,6 +113,10 @@ function applyMode(mode) {
   show($("login-open-warning"), mode === "open");
   show($("login-mode-unknown"), mode === "unknown");
   show($("token-field"), mode !== "open");
+  // The field that matters first.
+  const form = $("login-form");
+  if (mode === "jwt") form.prepend($("token-field"));
+  else form.prepend($("nickname-field"));
   $("nickname-field").querySelector("label").textContent =
     mode === "jwt" ? "Display name (optional: used when your token carries no name)" : "Nickname";
   const note = $("mode-note");
@@ -128,7 +132,8 @@ function applyMode(mode) {
 function showLogin(message) {
   show($("login"), true);
   show($("chat"), false);
-  show($("mode-note"), state.mode === "open");
+  // The sign-in form carries the full open-mode warning itself.
+  show($("mode-note"), false);
   const error = $("login-error");
   error.textContent = message || "";
   show(error, Boolean(message));
@@ -167,7 +172,9 @@ function signIn(event) {
 
 /** Signs in (or, after a token expired, carries on with a fresh token and the same rooms). */
 function start(me) {
-  const resuming = state.me !== null;
+  // A fresh token after an expired one carries on; a first sign-in (or one after a refused
+  // token) starts from the room list.
+  const resuming = state.me !== null && state.wasConnected;
   state.me = me;
   state.api = new Api(() => (state.me && state.me.token) || null);
   show($("login"), false);
@@ -179,6 +186,7 @@ function start(me) {
   show(who, true);
   if (!resuming) {
     state.wasConnected = false;
+    clearInterval(state.roomPoll);
     loadRooms(true);
     state.roomPoll = setInterval(pollRooms, ROOM_POLL_MS);
   }
@@ -740,6 +748,16 @@ function wire() {
   });
 }
 
+/** A token handed over in the address signs in with it. */
+function signInFromFragment() {
+  const token = takeTokenFromFragment();
+  if (!token) return false;
+  if (state.mode === "open") applyMode("unknown");
+  $("token").value = token;
+  $("login-form").requestSubmit();
+  return true;
+}
+
 async function main() {
   wire();
   try {
@@ -747,15 +765,10 @@ async function main() {
   } catch {
     // No storage: start empty.
   }
-  const token = takeTokenFromFragment();
   applyMode(await detectMode());
-  if (token) {
-    if (state.mode === "open") applyMode("unknown");
-    $("token").value = token;
-    $("login-form").requestSubmit();
-    return;
-  }
-  showLogin();
+  // The same page opened again with a new #token= does not reload: listen for it.
+  window.addEventListener("hashchange", signInFromFragment);
+  if (!signInFromFragment()) showLogin();
 }
 
 main();

@@ -3,59 +3,20 @@
 //   node web/tests/browser.mjs http://127.0.0.1:8080 [--screenshots docs]
 // alice and bob, in two browser contexts, sign in, meet in one room and exchange a message
 // that each sees once, in seq order; a 5,000-character message shows the server's error
-// next to the input and nothing is stored. With --screenshots it saves the page at 1280 and
-// 375 px wide into that folder. Exits non-zero on the first failure; prints
-// "browser: N passed, 0 failed" at the end. crates/server/tests/browser.rs runs it.
+// next to the input and nothing is stored; alice's dropped connection resumes without a
+// gap or a duplicate; scrolling up a room of 500 messages reaches seq 1. With --screenshots
+// it saves the page at 1280 and 375 px wide into that folder. Stops at the first failure
+// (exit 1); prints "browser: N passed, N failed" at the end. crates/server/tests/browser.rs
+// runs it against a server of its own.
 import assert from "node:assert/strict";
-import path from "node:path";
 import net from "node:net";
-import { chromium } from "playwright-core";
+import path from "node:path";
+import { WAIT, serverUrl, shown, startBrowser, tid } from "./harness.mjs";
 
-const base = process.argv[2];
-if (!base || !/^https?:\/\//.test(base)) {
-  console.error("usage: node web/tests/browser.mjs <server URL, e.g. http://127.0.0.1:8080> [--screenshots DIR]");
-  process.exit(2);
-}
+const base = serverUrl("node web/tests/browser.mjs <server URL, e.g. http://127.0.0.1:8080> [--screenshots DIR]");
 const shotsFlag = process.argv.indexOf("--screenshots");
 const shots = shotsFlag > 0 ? path.resolve(process.argv[shotsFlag + 1]) : null;
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const WAIT = 10000;
-
-const browser = await chromium.launch({
-  executablePath,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-  ],
-});
-
-let passed = 0;
-const people = [];
-async function check(name, body) {
-  try {
-    await body();
-  } catch (error) {
-    console.error(`not ok - ${name}\n${error.stack || error}`);
-    for (const who of people) {
-      if (who.problems.length) console.error(who.problems.join("\n"));
-      const status = await who.page.locator(tid("connection-status")).textContent().catch(() => "?");
-      const banner = await who.page.locator(tid("error-banner")).textContent().catch(() => "?");
-      console.error(`${who.name}: status "${status}", error banner "${banner}"`);
-    }
-    console.log(`browser: ${passed} passed, 1 failed`);
-    await browser.close();
-    process.exit(1);
-  }
-  passed += 1;
-  console.log(`ok - ${name}`);
-}
-
-const tid = (id) => `[data-testid="${id}"]`;
+const { check, person, problems, onFinish, finish } = await startBrowser("browser");
 
 /**
  * A TCP relay in front of the server, so that a test can drop a page's connections (HTTP
@@ -101,37 +62,12 @@ async function relay(target) {
   };
 }
 
-/** A person at the page: their own browser context, console errors collected. */
-async function person(name, url = base) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-  const problems = [];
-  page.on("pageerror", (error) => problems.push(`${name}: page error: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`${name}: console error: ${message.text()}`);
-  });
-  const frames = [];
-  page.on("websocket", (socket) => {
-    socket.on("framesent", (frame) => frames.push(String(frame.payload)));
-  });
-  const who = { name, base: url, context, page, problems, frames };
-  people.push(who);
-  return who;
-}
-
 async function signIn(who) {
   const { page } = who;
   await page.goto(who.base);
   await page.getByLabel("Nickname").fill(who.name);
   await page.locator(tid("login-submit")).click();
   await page.locator(`${tid("connection-status")}[data-state="connected"]`).waitFor({ timeout: WAIT });
-}
-
-/** The seqs and texts of the messages a page shows, in page order. */
-async function shown(page) {
-  return page.locator(`${tid("message-list")} [data-seq]`).evaluateAll((items) =>
-    items.map((item) => ({ seq: Number(item.dataset.seq), text: item.querySelector(".content").textContent })),
-  );
 }
 
 async function historyOf(room) {
@@ -142,14 +78,15 @@ async function historyOf(room) {
 
 // alice's page goes through the relay, so that her connection can be dropped.
 const aliceLine = await relay(base);
+onFinish(() => aliceLine.close());
 const alice = await person("alice", aliceLine.url);
-const bob = await person("bob");
+const bob = await person("bob", base);
 const roomName = `browser ${Date.now().toString(36)}`;
 let room;
 
 await check("the page says open mode is not secure, and every input has a label", async () => {
   await alice.page.goto(alice.base);
-  await alice.page.getByText("Open mode: not secure.").first().waitFor({ timeout: WAIT });
+  await alice.page.locator("#login-open-warning", { hasText: "Open mode: not secure." }).waitFor({ timeout: WAIT });
   assert.equal(await alice.page.locator(tid("token-input")).isVisible(), false, "no token field in open mode");
   for (const id of ["nickname-input"]) {
     const label = await alice.page.locator(tid(id)).evaluate((input) => input.labels[0]?.textContent.trim());
@@ -264,6 +201,46 @@ await check("a dropped connection resumes: what was missed shows once, what was 
   assert.match(resume[resume.length - 1], /\nx-resume-after:2\n/);
 });
 
+await check("scrolling up through a room of 500 messages loads every page back to seq 1", async () => {
+  const created = await fetch(`${base}/api/chatrooms`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name: `${roomName} long` }),
+  });
+  assert.equal(created.status, 201);
+  const long = (await created.json()).id;
+  for (let i = 1; i <= 500; i += 1) {
+    const sent = await fetch(`${base}/api/chatrooms/${long}/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ chatRoomId: long, senderId: 99, senderNickname: "carol", content: `line ${i}` }),
+    });
+    assert.equal(sent.status, 201);
+  }
+  const { page } = bob;
+  await page.reload();
+  await page.getByLabel("Nickname").fill("bob");
+  await page.locator(tid("login-submit")).click();
+  await page.locator(`${tid("room-list")} [data-room-id="${long}"]`).click();
+  await page.locator(`${tid("message-list")} [data-seq="500"]`).waitFor({ timeout: WAIT });
+  assert.equal(await page.locator(`${tid("message-list")} [data-seq]`).count(), 50, "the newest page first");
+  const edge = page.locator("#history-edge");
+  for (let round = 0; round < 20 && !(await edge.isVisible()); round += 1) {
+    const before = await page.locator(`${tid("message-list")} [data-seq]`).count();
+    await page.locator("#scroller").evaluate((scroller) => {
+      scroller.scrollTop = 0;
+    });
+    await page.waitForFunction(
+      ([selector, count]) => document.querySelectorAll(selector).length > count || !document.getElementById("history-edge").hidden,
+      [`${tid("message-list")} [data-seq]`, before],
+      { timeout: WAIT },
+    );
+  }
+  const seqs = (await shown(page)).map((m) => m.seq);
+  assert.deepEqual(seqs, Array.from({ length: 500 }, (_, i) => i + 1));
+  assert.equal(await edge.textContent(), "The beginning of this room.");
+});
+
 if (shots) {
   await check(`screenshots at 1280 and 375 px wide in ${shots}`, async () => {
     const { page } = alice;
@@ -280,9 +257,7 @@ if (shots) {
 }
 
 await check("no page errors and no console errors (CSP violations included)", async () => {
-  assert.deepEqual([...alice.problems, ...bob.problems], []);
+  assert.deepEqual(problems(), []);
 });
 
-await browser.close();
-aliceLine.close();
-console.log(`browser: ${passed} passed, 0 failed`);
+await finish();

@@ -2,7 +2,8 @@
 //! from npm, driving Debian's Chromium at /usr/bin/chromium, or `CHROMIUM`) against the
 //! server started here on its in-memory default. alice and bob chat in one room, a
 //! 5,000-character message is refused by the server and shown by the input, and a dropped
-//! connection resumes without a gap or a duplicate. Needs Node.js, npm and Chromium
+//! connection resumes without a gap or a duplicate; in jwt mode (web/tests/browser-jwt.mjs)
+//! the page signs in with a token and sends as its user. Needs Node.js, npm and Chromium
 //! (`apt-get install chromium`); without them this test fails, it does not skip.
 
 mod support;
@@ -70,6 +71,33 @@ async fn two_people_chat_in_a_real_browser_and_a_dropped_connection_loses_nothin
     assert!(
         output.status.success(),
         "the browser test failed:\n{report}"
+    );
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_jwt_mode_the_page_signs_in_with_a_token_and_sends_as_its_user() {
+    let chromium = chromium();
+    tokio::task::spawn_blocking(install_packages).await.unwrap();
+    let mut settings = support::test_settings();
+    settings.jwt_secret = Some("a-test-secret-that-is-long-enough-for-hs256".to_owned());
+    let token = chat_server::mint_token(
+        &settings,
+        &chat_server::TokenArgs {
+            sub: 7,
+            name: Some("alice".to_owned()),
+            roles: Vec::new(),
+            ttl: Duration::from_secs(600),
+        },
+    )
+    .unwrap();
+    let app = support::spawn_app_with(chat_server::Adapters::in_memory(), settings).await;
+    let args = vec!["tests/browser-jwt.mjs".to_owned(), app.http(""), token];
+    let output = node(args, &[("CHROMIUM", &chromium)]).await;
+    let report = report(&output);
+    assert!(
+        output.status.success(),
+        "the jwt browser test failed:\n{report}"
     );
     assert!(report.contains(" passed, 0 failed"), "{report}");
 }
