@@ -16,8 +16,14 @@ fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
 }
 
-/// `npm ci` in web/ unless its packages are there already (the lockfile pins them).
+/// `npm ci` in web/ unless its packages are there already (the lockfile pins them); once
+/// per test binary, as two `npm ci` at once in one folder trip over each other.
 fn install_packages() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(install_packages_now);
+}
+
+fn install_packages_now() {
     if web_dir().join("node_modules/playwright-core").exists() {
         return;
     }
