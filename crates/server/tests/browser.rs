@@ -3,9 +3,16 @@
 //! server started here on its in-memory default. alice and bob chat in one room, a
 //! 5,000-character message is refused by the server and shown by the input, and a dropped
 //! connection resumes without a gap or a duplicate; in jwt mode (web/tests/browser-jwt.mjs)
-//! the page signs in with a token and sends as its user. Needs Node.js, npm and Chromium
-//! (`apt-get install chromium`); without them this test fails, it does not skip.
+//! the page signs in with a token and sends as its user. On two real instances behind nginx
+//! (web/tests/browser-cluster.mjs), bob's page loses its instance to SIGTERM and to SIGKILL
+//! while alice sends 50 messages, and shows every one once, in seq order. Needs Node.js, npm,
+//! Chromium (`apt-get install chromium`) and nginx; without them this test fails, it does
+//! not skip.
 
+// Shared with drain.rs, which uses all of it.
+#[allow(dead_code)]
+#[path = "support/nginx.rs"]
+mod nginx;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -113,4 +120,47 @@ async fn the_page_orders_and_deduplicates_by_seq() {
     let args = vec!["--test".to_owned(), "tests/timeline.test.mjs".to_owned()];
     let output = node(args, &[]).await;
     assert!(output.status.success(), "{}", report(&output));
+}
+
+/// Two `chat-server` processes on one PostgreSQL and one Redis behind nginx; the script
+/// signals the instance bob's page is on.
+async fn bob_loses_his_instance(signal: &str) {
+    let chromium = chromium();
+    tokio::task::spawn_blocking(install_packages).await.unwrap();
+    let database = chat_test_support::postgres::fresh_database().await;
+    let redis = chat_test_support::redis::redis_url().await;
+    let channel = chat_test_support::redis::unique_channel("chat-browser");
+    let env = [
+        ("DATABASE_URL", database.url()),
+        ("REDIS_URL", redis.url()),
+        ("CHAT_REDIS_CHANNEL", channel.as_str()),
+    ];
+    let first = support::process::ServerProcess::start(&env).await;
+    let second = support::process::ServerProcess::start(&env).await;
+    let balancer = nginx::LoadBalancer::start(&[first.addr, second.addr]).await;
+    let args = vec![
+        "tests/browser-cluster.mjs".to_owned(),
+        balancer.http(""),
+        format!("{}={}", first.addr.port(), first.pid()),
+        format!("{}={}", second.addr.port(), second.pid()),
+        signal.to_owned(),
+    ];
+    let output = node(args, &[("CHROMIUM", &chromium)]).await;
+    let report = report(&output);
+    assert!(
+        output.status.success(),
+        "the cluster browser test (SIG{signal}) failed:\n{report}"
+    );
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+    println!("{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_instance_drains_shows_every_message_once_from_the_other() {
+    bob_loses_his_instance("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_instance_is_killed_shows_every_message_once_from_the_other() {
+    bob_loses_his_instance("KILL").await;
 }

@@ -108,6 +108,11 @@ impl ServerProcess {
         self.signal("TERM").await
     }
 
+    /// The process id, for a test that signals it from elsewhere (a browser test's script).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// Sends `SIG{name}` and returns at once.
     pub fn send_signal(&self, name: &str) {
         let pid = self.child.id().expect("running").to_string();
