@@ -591,7 +591,7 @@ pub(crate) async fn last_seqs(
         .collect())
 }
 
-fn stored_message(
+pub(crate) fn stored_message(
     message: &NewChatMessage,
     id: i64,
     seq: i64,

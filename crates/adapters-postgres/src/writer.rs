@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::{Client, Row, Statement};
 
-use crate::store::AppendOutcome;
+use crate::store::{self, AppendOutcome};
 
 /// Ids drawn at once when the writer runs short: one extra round trip per this many
 /// messages. Ids drawn by a process that stops are never used; they are 64-bit.
@@ -756,16 +756,7 @@ fn timestamp(micros: i64) -> DateTime<Utc> {
 }
 
 fn stored_message(message: &NewChatMessage, id: i64, seq: i64, created_at_us: i64) -> ChatMessage {
-    ChatMessage {
-        id: MessageId(id),
-        room_id: message.room_id,
-        seq: Seq(seq),
-        sender_id: message.sender_id,
-        sender_nickname: message.sender_nickname.as_str().to_owned(),
-        content: message.content.as_str().to_owned(),
-        message_type: message.message_type,
-        created_at: timestamp(created_at_us),
-    }
+    store::stored_message(message, id, seq, timestamp(created_at_us))
 }
 
 #[cfg(test)]
