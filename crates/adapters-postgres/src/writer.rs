@@ -39,6 +39,9 @@ const MAX_RESENDS: usize = 2;
 /// The name of the partial unique index on (room, sender, idempotency key).
 const IDEMPOTENCY_INDEX: &str = "chat_messages_idempotency_unique";
 
+/// The primary key of `chat_messages` (the drawn ids).
+const PRIMARY_KEY: &str = "chat_messages_pkey";
+
 /// Locks the rooms in id order (every writer of every replica takes them in that order, so
 /// batches sharing rooms never deadlock), answers keys already stored, reserves the seqs
 /// of the rest and inserts them. A key that another writer committed while this statement
@@ -396,7 +399,14 @@ impl Writer {
                 Err(reason) => Attempt::Lost(reason),
             },
             // On `Lost` the session stays: the caller fences its server process.
-            Ok(Err(error)) => classify(&error),
+            Ok(Err(error)) => {
+                if violates(&error, PRIMARY_KEY) {
+                    // Someone else holds ids of this block (a failed-over server whose
+                    // sequence had not seen the draw): draw a fresh block next time.
+                    self.ids.clear();
+                }
+                classify(&error)
+            }
             Err(_) => Attempt::Lost(format!(
                 "the database did not answer within {} ms",
                 deadline.as_millis()
@@ -680,14 +690,19 @@ fn unavailable_for_all(n: usize, reason: &str) -> Vec<AppendOutcome> {
         .collect()
 }
 
+/// Whether `error` is a unique violation of `constraint`.
+fn violates(error: &tokio_postgres::Error, constraint: &str) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(constraint)
+    })
+}
+
 /// A server-side ERROR rolled the transaction back; anything else (connection closed,
 /// FATAL) leaves the outcome open.
 fn classify(error: &tokio_postgres::Error) -> Attempt {
     match error.as_db_error() {
         Some(db) if db.parsed_severity() == Some(Severity::Error) => {
-            if *db.code() == SqlState::UNIQUE_VIOLATION
-                && db.constraint() == Some(IDEMPOTENCY_INDEX)
-            {
+            if violates(error, IDEMPOTENCY_INDEX) {
                 Attempt::NeedsTransaction
             } else {
                 Attempt::Refused(format!(

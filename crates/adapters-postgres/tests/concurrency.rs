@@ -265,3 +265,36 @@ async fn two_replicas_sending_one_idempotency_key_at_once_store_it_once() {
         vec![1]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_taken_by_someone_else_cost_one_refused_batch_not_one_per_id() {
+    let fixture = Fixture::new().await;
+    let repository = fixture.repository.as_ref();
+    let target = room(repository, "ids").await;
+    let other = room(repository, "elsewhere").await;
+    let first = repository.append(message(target, "one")).await.unwrap();
+
+    // The writer drew a block of ids after `first.id`; rows that appear with the next ones
+    // (a failed-over server whose sequence never saw the draw) must not fail every batch.
+    let admin = admin_client(fixture.database.url()).await;
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO chat_messages (id, chat_room_id, seq, sender_id, sender_nickname, \
+             content, message_type) \
+             SELECT {} + g, {}, g, 1, 'intruder', 'x', 'TEXT' FROM generate_series(1, 20) AS g",
+            first.id.get(),
+            other.get()
+        ))
+        .await
+        .unwrap();
+    let refused = repository.append(message(target, "two")).await;
+    assert!(
+        matches!(refused, Err(RepositoryError::Unavailable(_))),
+        "{refused:?}"
+    );
+    let stored = repository
+        .append(message(target, "two again"))
+        .await
+        .expect("a fresh block of ids after the collision");
+    assert_eq!(stored.seq, Seq(2), "the refused batch used no seq");
+}
