@@ -29,8 +29,10 @@ use crate::store::{self, AppendOutcome};
 /// messages. Ids drawn by a process that stops are never used; they are 64-bit.
 const ID_BLOCK: usize = 1024;
 
-/// How long fencing waits for the old session's server process to end.
-const FENCE_WAIT_MS: i64 = 3_000;
+/// How long fencing waits for the old session's server process to end (it ends within
+/// milliseconds unless the server is overloaded); below the smallest statement timeout the
+/// server accepts from us (1 s), which would otherwise cancel the wait.
+const FENCE_WAIT_MS: i64 = 800;
 
 /// How often a batch is sent again after its answer was lost and the look found it (or
 /// part of it) not stored.
