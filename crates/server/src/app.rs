@@ -293,6 +293,7 @@ impl Application {
             shutdown: shutdown.clone(),
             lifecycle: Arc::new(Lifecycle::new(settings.drain_window())),
             metrics: metrics.clone(),
+            sockjs: Default::default(),
         });
         let state = Arc::new(AppState {
             service,

@@ -87,8 +87,8 @@ pub(crate) async fn serve(
             let mut routes = routes.clone();
             request.extensions_mut().insert(gateway::PeerAddr(peer));
             async move {
-                if websocket && request.uri().path() == gateway::PATH {
-                    Ok::<_, Infallible>(gateway::upgrade(&state.gateway, request))
+                if websocket && gateway::serves(request.uri().path()) {
+                    Ok::<_, Infallible>(gateway::serve(&state.gateway, request).await)
                 } else {
                     routes.call(request).await
                 }

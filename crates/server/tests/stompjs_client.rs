@@ -1,7 +1,8 @@
 //! The real `@stomp/stompjs` client (what the browser front ends use) against the real
 //! server: the handshake, subprotocol, receipts, MESSAGE bodies and the errors queue as a
 //! JavaScript client sees them. Needs Node.js and npm (installed on the project machines);
-//! without them this test fails, it does not skip.
+//! without them this test fails, it does not skip. The same client on the real
+//! `sockjs-client` (what Spring front ends use) covers the SockJS endpoint.
 
 mod support;
 
@@ -13,7 +14,8 @@ fn client_dir() -> &'static Path {
 }
 
 fn install_client() {
-    if client_dir().join("node_modules/@stomp/stompjs").exists() {
+    let modules = client_dir().join("node_modules");
+    if modules.join("@stomp/stompjs").exists() && modules.join("sockjs-client").exists() {
         return;
     }
     let status = Command::new("npm")
@@ -161,4 +163,65 @@ async fn the_readme_node_example_runs_as_printed() {
     assert!(stdout.contains("seq: 1"), "{stdout}");
     assert!(stderr.is_empty(), "{stderr}");
     assert_eq!(app.history(1).await.len(), 1);
+}
+
+/// Runs sockjs.mjs (two clients, alice and bob) against `app` in `room` over `transports`
+/// (`default`: SockJS's own choice); its stdout, after checking it succeeded.
+async fn run_sockjs_clients(app: &support::TestApp, room: i64, transports: &str) -> String {
+    tokio::task::spawn_blocking(install_client).await.unwrap();
+    let run = tokio::process::Command::new("node")
+        .arg("sockjs.mjs")
+        .arg(app.addr.to_string())
+        .arg(room.to_string())
+        .arg(transports)
+        .current_dir(client_dir())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(40), run)
+        .await
+        .expect("sockjs.mjs ends by itself")
+        .expect("node is needed for this test (install Node.js)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "sockjs clients over {transports} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockjs_clients_pick_the_websocket_transport_and_chat() {
+    let app = support::spawn_app().await;
+    let room = app.create_room("sockjs-websocket").await;
+    let stdout = run_sockjs_clients(&app, room, "default").await;
+    assert!(
+        stdout.contains("OK alice=websocket bob=websocket"),
+        "{stdout}"
+    );
+    assert_eq!(app.history(room).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockjs_clients_chat_over_xhr_streaming_without_websocket() {
+    let app = support::spawn_app().await;
+    let room = app.create_room("sockjs-streaming").await;
+    let stdout = run_sockjs_clients(&app, room, "xhr-streaming").await;
+    assert!(
+        stdout.contains("OK alice=xhr-streaming bob=xhr-streaming"),
+        "{stdout}"
+    );
+    assert_eq!(app.history(room).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockjs_clients_chat_over_xhr_polling_without_websocket() {
+    let app = support::spawn_app().await;
+    let room = app.create_room("sockjs-polling").await;
+    let stdout = run_sockjs_clients(&app, room, "xhr-polling").await;
+    assert!(
+        stdout.contains("OK alice=xhr-polling bob=xhr-polling"),
+        "{stdout}"
+    );
+    assert_eq!(app.history(room).await.len(), 1);
 }

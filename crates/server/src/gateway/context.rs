@@ -39,6 +39,8 @@ pub(crate) struct GatewayContext {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) lifecycle: Arc<Lifecycle>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The SockJS sessions on the HTTP fallback transports.
+    pub(crate) sockjs: super::sockjs::Sessions,
 }
 
 /// The open sessions and whether the instance drains. Shutdown waits until no session is

@@ -14,6 +14,7 @@ mod fault_tests;
 pub(crate) mod hub;
 pub(crate) mod revocations;
 mod session;
+pub(crate) mod sockjs;
 
 pub(crate) use context::{GatewayContext, Lifecycle};
 
@@ -33,6 +34,13 @@ use hub::ConnectionId;
 
 /// The path of the STOMP endpoint.
 pub(crate) const PATH: &str = "/ws";
+
+/// Whether a request path belongs to the gateway: the raw WebSocket at [`PATH`] and the
+/// SockJS endpoints below it.
+pub(crate) fn serves(path: &str) -> bool {
+    path.strip_prefix(PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// The client address of a request, put in its extensions by the listener.
 #[derive(Debug, Clone, Copy)]
@@ -92,9 +100,85 @@ fn url_query_value(query: &str, name: &str) -> Option<String> {
         .find_map(|(key, value)| (key == name).then_some(value))
 }
 
-/// Answers a request for [`PATH`]: a WebSocket upgrade that becomes a STOMP session, or a
-/// problem+json saying why not.
-pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incoming>) -> Response {
+/// Answers a request for [`PATH`] or below it: the raw WebSocket at [`PATH`] itself, the
+/// SockJS endpoints under it.
+pub(crate) async fn serve(context: &Arc<GatewayContext>, request: Request<Incoming>) -> Response {
+    if request.uri().path() == PATH {
+        upgrade(context, request, Framing::Raw)
+    } else {
+        sockjs::serve(context, request).await
+    }
+}
+
+/// How STOMP frames travel in the messages of an upgraded WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// One or more STOMP frames per text message (`/ws`).
+    Raw,
+    /// SockJS frames (`o`, `h`, `a[...]`, `c[...]`) around them (`/ws/{server}/{session}/websocket`).
+    SockJs,
+}
+
+/// Why a new session may not start here now: the origin, a drain or the connection caps.
+/// Shared by every transport, so they all refuse the same way.
+fn admit_session(
+    context: &GatewayContext,
+    request: &Request<Incoming>,
+) -> Result<admission::Admitted, Box<Response>> {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if !context
+        .origins
+        .allows(header(header::ORIGIN), header(header::HOST))
+    {
+        return Err(Box::new(problem::response(
+            StatusCode::FORBIDDEN,
+            "ORIGIN_NOT_ALLOWED",
+            "pages from this origin may not open a chat WebSocket here; the server's CHAT_ALLOWED_ORIGINS lists the ones that may",
+        )));
+    }
+    if context.lifecycle.is_draining() {
+        return Err(Box::new(problem::response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DRAINING",
+            "this instance is shutting down and accepts no new connections; connect to another instance",
+        )));
+    }
+    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    context.admission.admit(peer).map_err(|refusal| {
+        context.metrics.connection_refused(refusal.as_str());
+        let detail = match refusal {
+            admission::Refusal::Instance => {
+                "this instance serves as many connections as it is allowed to (CHAT_MAX_CONNECTIONS); try again later or another instance"
+            }
+            admission::Refusal::Address => {
+                "your address holds as many connections as one address may (CHAT_MAX_CONNECTIONS_PER_IP); close one first"
+            }
+        };
+        Box::new(problem::response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_CONNECTIONS",
+            detail,
+        ))
+    })
+}
+
+/// A fresh connection id.
+fn next_connection() -> ConnectionId {
+    ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Answers a WebSocket upgrade that becomes a STOMP session, or a problem+json saying why
+/// not.
+fn upgrade(
+    context: &Arc<GatewayContext>,
+    mut request: Request<Incoming>,
+    framing: Framing,
+) -> Response {
     let is_upgrade = request.method() == warp::http::Method::GET
         && header_has_token(&request, header::CONNECTION, "upgrade")
         && header_has_token(&request, header::UPGRADE, "websocket");
@@ -123,29 +207,6 @@ pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incomi
         );
         return response;
     }
-    let header = |name| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    if !context
-        .origins
-        .allows(header(header::ORIGIN), header(header::HOST))
-    {
-        return problem::response(
-            StatusCode::FORBIDDEN,
-            "ORIGIN_NOT_ALLOWED",
-            "pages from this origin may not open a chat WebSocket here; the server's CHAT_ALLOWED_ORIGINS lists the ones that may",
-        );
-    }
-    if context.lifecycle.is_draining() {
-        return problem::response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "DRAINING",
-            "this instance is shutting down and accepts no new connections; connect to another instance",
-        );
-    }
     // No header at all: a plain WebSocket client; speak STOMP anyway. A header without any
     // STOMP version: the client wants a protocol we do not have, so say so.
     let offered = request
@@ -168,30 +229,14 @@ pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incomi
         },
     };
 
-    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0.ip());
-    let admitted = match context.admission.admit(peer) {
+    let admitted = match admit_session(context, &request) {
         Ok(admitted) => admitted,
-        Err(refusal) => {
-            context.metrics.connection_refused(refusal.as_str());
-            let detail = match refusal {
-                admission::Refusal::Instance => {
-                    "this instance serves as many connections as it is allowed to (CHAT_MAX_CONNECTIONS); try again later or another instance"
-                }
-                admission::Refusal::Address => {
-                    "your address holds as many connections as one address may (CHAT_MAX_CONNECTIONS_PER_IP); close one first"
-                }
-            };
-            return problem::response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "TOO_MANY_CONNECTIONS",
-                detail,
-            );
-        }
+        Err(refused) => return *refused,
     };
     let credential = upgrade_credential(&request);
     let on_upgrade = hyper::upgrade::on(&mut request);
     let context = context.clone();
-    let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
+    let connection = next_connection();
     tokio::spawn(async move {
         let _admitted = admitted;
         let upgraded = match on_upgrade.await {
@@ -208,7 +253,13 @@ pub(crate) fn upgrade(context: &Arc<GatewayContext>, mut request: Request<Incomi
             Some(websocket_config()),
         )
         .await;
-        session::run(socket, context, connection, credential).await;
+        match framing {
+            Framing::Raw => {
+                let (sink, stream) = futures_util::StreamExt::split(socket);
+                session::run(sink, stream, context, connection, credential).await;
+            }
+            Framing::SockJs => sockjs::run_websocket(socket, context, connection, credential).await,
+        }
     });
 
     let mut response = warp::reply::reply().into_response();

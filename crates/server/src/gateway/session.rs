@@ -11,8 +11,8 @@ use chat_domain::{
     Caller, ChatError, ChatMessageRequest, IdempotencyKey, Operation, RoomId, SenderId,
 };
 use chat_session::{Action, Authenticated, CloseReason, Note, SendId, Session};
-use futures_util::stream::{FuturesUnordered, SplitSink};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
@@ -27,8 +27,29 @@ use super::hub::{ConnectionId, Outbound, Outbox, sleep_until_some};
 use super::revocations::{RevokedSender, revocable};
 use crate::metrics::Metrics;
 
-/// The upgraded connection a session runs on.
+/// The upgraded connection a raw WebSocket session runs on.
 pub(crate) type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// What a session reads: WebSocket messages, whatever carries them (a raw WebSocket, or a
+/// SockJS transport that unwraps its frames into the same messages).
+pub(crate) trait Incoming:
+    Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin + Send
+{
+}
+impl<T> Incoming for T where
+    T: Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin + Send
+{
+}
+
+/// Where a session writes: text messages with STOMP frames, then a Close.
+pub(crate) trait Outgoing:
+    Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin + Send
+{
+}
+impl<T> Outgoing for T where
+    T: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin + Send
+{
+}
 
 /// Bytes gathered into one WebSocket message when many MESSAGEs are waiting.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -51,10 +72,10 @@ fn until_instant(at: std::time::SystemTime) -> std::time::Instant {
 }
 
 /// The I/O half of a session.
-struct Shell {
+struct Shell<W> {
     context: Arc<GatewayContext>,
     outbox: Arc<Outbox>,
-    sink: SplitSink<WebSocket, Message>,
+    sink: W,
     /// The socket failed; nothing more is written to it.
     broken: bool,
     sends: FuturesUnordered<PendingSend>,
@@ -71,12 +92,12 @@ struct Shell {
 /// Runs one session until the client leaves, breaks the protocol, falls too far behind or
 /// the instance shuts down.
 pub(crate) async fn run(
-    socket: WebSocket,
+    sink: impl Outgoing,
+    mut stream: impl Incoming,
     context: Arc<GatewayContext>,
     connection: ConnectionId,
     upgrade_credential: Option<String>,
 ) {
-    let (sink, mut stream) = socket.split();
     let (outbox, mut queue) = Outbox::new(context.outbound_queue, context.outbound_queue_bytes);
     let mut shutdown = context.shutdown.clone();
     let mut session = Session::new(
@@ -166,7 +187,7 @@ pub(crate) async fn run(
     );
 }
 
-impl Shell {
+impl<W: Outgoing> Shell<W> {
     /// Carries out everything the session decided; returns the close reason once it has
     /// decided to close.
     async fn carry_out(&mut self, session: &mut Session) -> Option<CloseReason> {
@@ -356,11 +377,7 @@ impl Shell {
     /// until its Close reply, for a bounded time. Dropping the socket with unread input
     /// makes the kernel answer with a TCP RST, and the client's kernel then discards the
     /// ERROR, RECEIPTs and Close frame it has not read yet.
-    async fn close(
-        &mut self,
-        stream: &mut futures_util::stream::SplitStream<WebSocket>,
-        reason: CloseReason,
-    ) {
+    async fn close(&mut self, stream: &mut impl Incoming, reason: CloseReason) {
         if !self.broken {
             let code = match reason {
                 CloseReason::InvalidText => CloseCode::Invalid,
