@@ -152,3 +152,36 @@ async fn a_session_whose_client_stops_polling_expires_and_is_forgotten() {
         .to_owned();
     assert!(current.ends_with(" 0"), "{current}");
 }
+
+#[tokio::test]
+async fn a_draining_instance_tells_a_polling_client_to_reconnect() {
+    let mut settings = support::test_settings();
+    settings.drain_window_secs = 0;
+    let app = support::spawn_app_with(chat_server::Adapters::in_memory(), settings).await;
+    let base = app.http("/ws/000/draining");
+    assert_eq!(post(&format!("{base}/xhr"), "").await.0, 200);
+    let connect = r#"["CONNECT\naccept-version:1.2\nhost:chat\n\n\u0000"]"#;
+    assert_eq!(post(&format!("{base}/xhr_send"), connect).await.0, 204);
+    assert!(
+        post(&format!("{base}/xhr"), "")
+            .await
+            .1
+            .contains("CONNECTED")
+    );
+    // One poll waiting when the drain starts, one arriving after: between them they
+    // carry the ERROR and the close frame.
+    let waiting = tokio::spawn(post_owned(format!("{base}/xhr")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.shutdown.trigger();
+    let mut said = waiting.await.unwrap().1;
+    if !said.contains("c[") {
+        said.push_str(&post(&format!("{base}/xhr"), "").await.1);
+    }
+    assert!(said.contains("ERROR"), "{said}");
+    assert!(said.contains("x-close-reason:server_shutdown"), "{said}");
+    assert!(said.contains("c["), "{said}");
+}
+
+async fn post_owned(url: String) -> (u16, String) {
+    post(&url, "").await
+}

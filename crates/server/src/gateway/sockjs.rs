@@ -40,6 +40,10 @@ const STREAM_LIMIT: usize = 128 * 1024;
 /// Largest `xhr_send` body: as large as the largest raw WebSocket message, so an oversized
 /// STOMP frame still reaches the decoder and gets its ERROR.
 const MAX_SEND_BODY: usize = super::MAX_WEBSOCKET_MESSAGE;
+/// SockJS sessions on the HTTP transports one instance holds, ended ones included, even
+/// when `CHAT_MAX_CONNECTIONS` is unlimited: one keep-alive connection can open sessions
+/// far faster than they expire.
+const MAX_HTTP_SESSIONS: usize = 10_000;
 /// Server and session ids longer than this are not SockJS's.
 const MAX_ID: usize = 64;
 /// Writes of the session waiting for the client; past that the session's write timeout
@@ -486,6 +490,16 @@ fn open(
     });
     {
         let mut table = context.sockjs.lock();
+        if table.len() >= MAX_HTTP_SESSIONS {
+            context
+                .metrics
+                .connection_refused(super::admission::Refusal::Instance.as_str());
+            return Err(Box::new(problem::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TOO_MANY_CONNECTIONS",
+                "this instance holds as many SockJS sessions on the HTTP transports as it may; try again later, another instance, or the WebSocket transport",
+            )));
+        }
         if table.contains_key(&id) {
             // Two first requests raced; the loser is told like a second receiver.
             return Err(Box::new(javascript(
@@ -516,6 +530,18 @@ fn open(
                 }
             }
         }
+        // What the session wrote last (a drain's ERROR, its close frame) waits for the
+        // client's next poll, for a while, before the instance may count it as closed.
+        let collected = async {
+            while !watched
+                .outbound
+                .try_lock()
+                .is_ok_and(|queue| queue.is_empty())
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let _ = tokio::time::timeout(DISCONNECT_DELAY, collected).await;
         drop(guard);
         drop(admitted);
         if watched.closed().is_none() {
