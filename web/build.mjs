@@ -14,9 +14,13 @@ await mkdir(outdir, { recursive: true });
 const stomp = JSON.parse(
   await readFile(path.join(here, "node_modules/@stomp/stompjs/package.json"), "utf8"),
 );
+const sockjs = JSON.parse(
+  await readFile(path.join(here, "node_modules/sockjs-client/package.json"), "utf8"),
+);
 const banner =
   `/* chat-service web client, built from web/src by web/build.mjs. ` +
-  `Includes @stomp/stompjs ${stomp.version} (${stomp.license}, https://github.com/stomp-js/stompjs). */`;
+  `Includes @stomp/stompjs ${stomp.version} (${stomp.license}, https://github.com/stomp-js/stompjs) ` +
+  `and sockjs-client ${sockjs.version} (${sockjs.license}, https://github.com/sockjs/sockjs-client). */`;
 
 const targets = ["es2020", "chrome100", "firefox100", "safari15"];
 await esbuild.build({
@@ -28,6 +32,8 @@ await esbuild.build({
   target: targets,
   legalComments: "none",
   banner: { js: banner },
+  // sockjs-client reads `global` (it was written for browserify).
+  define: { global: "window" },
   charset: "utf8",
   logLevel: "warning",
 });

@@ -4,6 +4,7 @@
 // connection or a draining instance loses nothing and shows nothing twice.
 
 import { Client, ReconnectionTimeMode } from "@stomp/stompjs";
+import SockJS from "sockjs-client";
 
 import { Api, ApiError, PAGE_SIZE, detectMode } from "./api.js";
 import { openSenderId, randomKey, takeTokenFromFragment, tokenClaims, visibleLength } from "./identity.js";
@@ -219,6 +220,19 @@ function signOut() {
 
 // ---------------------------------------------------------------- STOMP
 
+/**
+ * SockJS instead of a raw WebSocket when the browser has no WebSocket (or a proxy on the way
+ * blocks it, which the page cannot see: `?transport=sockjs` forces it). SockJS then picks
+ * the best transport the server and the network allow (websocket, xhr-streaming, xhr
+ * polling) on the same `/ws` endpoint.
+ */
+// The transports chat-server offers (no iframe, eventsource or jsonp ones).
+const SOCKJS_TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling"];
+
+function useSockJS() {
+  return typeof window.WebSocket !== "function" || new URLSearchParams(location.search).get("transport") === "sockjs";
+}
+
 function brokerUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/ws`;
@@ -227,8 +241,11 @@ function brokerUrl() {
 function connect() {
   stopClient();
   setStatus(state.wasConnected ? "reconnecting" : "connecting");
+  const transport = useSockJS()
+    ? { webSocketFactory: () => new SockJS(`${location.origin}/ws`, null, { transports: SOCKJS_TRANSPORTS }) }
+    : { brokerURL: brokerUrl() };
   const client = new Client({
-    brokerURL: brokerUrl(),
+    ...transport,
     heartbeatIncoming: 10000,
     heartbeatOutgoing: 10000,
     reconnectDelay: 500,

@@ -3,7 +3,9 @@
 //! server started here on its in-memory default. alice and bob chat in one room, a
 //! 5,000-character message is refused by the server and shown by the input, and a dropped
 //! connection resumes without a gap or a duplicate; in jwt mode (web/tests/browser-jwt.mjs)
-//! the page signs in with a token and sends as its user. On two real instances behind nginx
+//! the page signs in with a token and sends as its user; without WebSocket in the browser
+//! (web/tests/browser-sockjs.mjs) it chats over SockJS's HTTP transports. On two real
+//! instances behind nginx
 //! (web/tests/browser-cluster.mjs), bob's page loses its instance to SIGTERM and to SIGKILL
 //! while alice sends 50 messages, and shows every one once, in seq order. Needs Node.js, npm,
 //! Chromium (`apt-get install chromium`) and nginx; without them this test fails, it does
@@ -111,6 +113,21 @@ async fn in_jwt_mode_the_page_signs_in_with_a_token_and_sends_as_its_user() {
     assert!(
         output.status.success(),
         "the jwt browser test failed:\n{report}"
+    );
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_websocket_in_the_browser_the_page_chats_over_sockjs() {
+    let chromium = chromium();
+    tokio::task::spawn_blocking(install_packages).await.unwrap();
+    let app = support::spawn_app().await;
+    let args = vec!["tests/browser-sockjs.mjs".to_owned(), app.http("")];
+    let output = node(args, &[("CHROMIUM", &chromium)]).await;
+    let report = report(&output);
+    assert!(
+        output.status.success(),
+        "the SockJS browser test failed:\n{report}"
     );
     assert!(report.contains(" passed, 0 failed"), "{report}");
 }
