@@ -1,7 +1,8 @@
 //! One group-commit writer's own session, and the batch path that costs one round trip:
 //! `BEGIN`, one statement that locks the batch's rooms, looks up its idempotency keys,
 //! reserves the seqs and inserts the rows, and `COMMIT`, written together (pipelined) and
-//! answered once the `COMMIT` is.
+//! answered once the `COMMIT` is. A batch of one message, the usual batch at low load, has
+//! a statement of its own that costs about half as much to run.
 //!
 //! Message ids are drawn from the table's sequence ahead of time, so a batch whose answer
 //! was lost (connection cut, deadline passed) can be looked for by id. Before looking, the
