@@ -73,7 +73,7 @@ pub(crate) async fn establish(
 }
 
 /// tokio-postgres puts the useful part ("Connection refused") in the error's source.
-fn describe_driver_error(error: &tokio_postgres::Error) -> String {
+pub(crate) fn describe_driver_error(error: &tokio_postgres::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::{Client, Row, Statement};
 
+use crate::connection::describe_driver_error;
 use crate::store::{self, AppendOutcome};
 
 /// Ids drawn at once when the writer runs short: one extra round trip per this many
@@ -719,17 +720,10 @@ fn classify(error: &tokio_postgres::Error) -> Attempt {
 }
 
 fn describe(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return format!("the database said: {}", db.message());
+    match error.as_db_error() {
+        Some(db) => format!("the database said: {}", db.message()),
+        None => describe_driver_error(error),
     }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The one-message statement's row: (seq, created_at in µs).
