@@ -7,7 +7,7 @@
 // the instance that is left and show all 50, each once, with consecutive seqs.
 // crates/server/tests/browser.rs runs it against a cluster of its own.
 import assert from "node:assert/strict";
-import { WAIT, shown, startBrowser, tid } from "./harness.mjs";
+import { WAIT, shown, signIn, startBrowser, tid } from "./harness.mjs";
 
 const usage = "node web/tests/browser-cluster.mjs <balancer URL> <port>=<pid> <port>=<pid> TERM|KILL";
 const [balancerArg, firstArg, secondArg, signal] = process.argv.slice(2);
@@ -29,13 +29,6 @@ async function instancePort(page) {
   const port = Number(id?.split("-").pop());
   assert.ok(port > 0, `the page names its instance (data-instance=${id})`);
   return port;
-}
-
-async function signIn(who) {
-  await who.page.goto(who.base);
-  await who.page.getByLabel("Nickname").fill(who.name);
-  await who.page.locator(tid("login-submit")).click();
-  await who.page.locator(`${tid("connection-status")}[data-state="connected"]`).waitFor({ timeout: WAIT });
 }
 
 async function join(who, room) {

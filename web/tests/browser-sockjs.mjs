@@ -4,7 +4,7 @@
 //   node web/tests/browser-sockjs.mjs http://127.0.0.1:8080
 // crates/server/tests/browser.rs runs it against a server of its own.
 import assert from "node:assert/strict";
-import { WAIT, serverUrl, shown, startBrowser, tid } from "./harness.mjs";
+import { WAIT, serverUrl, shown, signIn, startBrowser, tid } from "./harness.mjs";
 
 const base = serverUrl("node web/tests/browser-sockjs.mjs <server URL>");
 const { check, person, problems, finish } = await startBrowser("browser-sockjs");
@@ -20,10 +20,7 @@ async function withoutWebSocket(name) {
   });
   who.websockets = 0;
   who.page.on("websocket", () => who.websockets++);
-  await who.page.goto(base);
-  await who.page.getByLabel("Nickname").fill(name);
-  await who.page.locator(tid("login-submit")).click();
-  await who.page.locator(`${tid("connection-status")}[data-state="connected"]`).waitFor({ timeout: WAIT });
+  await signIn(who);
   return who;
 }
 

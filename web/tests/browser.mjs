@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import path from "node:path";
-import { WAIT, serverUrl, shown, startBrowser, tid } from "./harness.mjs";
+import { WAIT, serverUrl, shown, signIn, startBrowser, tid } from "./harness.mjs";
 
 const base = serverUrl("node web/tests/browser.mjs <server URL, e.g. http://127.0.0.1:8080> [--screenshots DIR]");
 const shotsFlag = process.argv.indexOf("--screenshots");
@@ -60,14 +60,6 @@ async function relay(target) {
       server.close();
     },
   };
-}
-
-async function signIn(who) {
-  const { page } = who;
-  await page.goto(who.base);
-  await page.getByLabel("Nickname").fill(who.name);
-  await page.locator(tid("login-submit")).click();
-  await page.locator(`${tid("connection-status")}[data-state="connected"]`).waitFor({ timeout: WAIT });
 }
 
 async function historyOf(room) {

@@ -80,6 +80,14 @@ export async function startBrowser(label) {
   };
 }
 
+/** Signs `who` in with their name as the nickname (open mode) and waits until connected. */
+export async function signIn(who) {
+  await who.page.goto(who.base);
+  await who.page.getByLabel("Nickname").fill(who.name);
+  await who.page.locator(tid("login-submit")).click();
+  await who.page.locator(`${tid("connection-status")}[data-state="connected"]`).waitFor({ timeout: WAIT });
+}
+
 /** The seqs and texts of the messages a page shows, in page order. */
 export async function shown(page) {
   return page.locator(`${tid("message-list")} [data-seq]`).evaluateAll((items) =>
