@@ -55,7 +55,7 @@ impl MessageBus for InMemoryBus {
     }
 
     async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
-        let _ = self.sender.send(Published::Control(*event));
+        let _ = self.sender.send(Published::Control(event.clone()));
         Ok(())
     }
 

@@ -1,12 +1,15 @@
 //! Control events: what instances tell each other besides messages, through the same bus
-//! (on a channel of their own, so other publishers on the message channel never see them).
+//! (on a channel of their own, so other publishers on the message channel never see them):
+//! membership removals, read cursors, typing, and the presence gossip
+//! ([`crate::PresenceSignal`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BusPayloadError, RoomId, SenderId};
+use crate::presence::PresenceSignal;
+use crate::{BusPayloadError, RoomId, SenderId, Seq, SenderNickname};
 
 /// Something every instance must act on at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -21,11 +24,34 @@ pub enum ControlEvent {
         /// The user who is no longer a member.
         user_id: SenderId,
     },
+    /// `user`'s read cursor in `chat_room_id` moved to `last_read_seq`: every session of
+    /// that user, on every instance, hears it on `/user/queue/read`.
+    ReadCursor {
+        /// The room.
+        chat_room_id: RoomId,
+        /// Whose cursor.
+        user_id: SenderId,
+        /// The cursor as stored now.
+        last_read_seq: Seq,
+    },
+    /// `user` is typing in `chat_room_id` (never stored).
+    Typing {
+        /// The room.
+        chat_room_id: RoomId,
+        /// Who types.
+        user_id: SenderId,
+        /// Their display name.
+        nickname: String,
+    },
+    /// Presence gossip between instances.
+    #[serde(untagged)]
+    Presence(PresenceSignal),
 }
 
 impl ControlEvent {
-    /// Longest payload a control event can have; anything longer is not one.
-    pub const MAX_PAYLOAD: usize = 256;
+    /// Longest payload a control event can have; anything longer is not one (a presence
+    /// state part is the longest).
+    pub const MAX_PAYLOAD: usize = 64 * 1024;
 
     /// The JSON published on the bus, e.g.
     /// `{"type":"memberRemoved","chatRoomId":3,"userId":7}`.
@@ -44,7 +70,25 @@ impl ControlEvent {
                 payload.len()
             )));
         }
-        serde_json::from_slice(payload).map_err(|e| BusPayloadError::NotAMessage(e.to_string()))
+        let event: Self = serde_json::from_slice(payload)
+            .map_err(|e| BusPayloadError::NotAMessage(e.to_string()))?;
+        event.validate()?;
+        Ok(event)
+    }
+
+    /// What a client could not have sent is not accepted from the bus either.
+    fn validate(&self) -> Result<(), BusPayloadError> {
+        match self {
+            Self::MemberRemoved { .. } => Ok(()),
+            Self::ReadCursor { last_read_seq, .. } if last_read_seq.get() < 0 => Err(
+                BusPayloadError::NotAMessage("a read cursor is never negative".to_owned()),
+            ),
+            Self::ReadCursor { .. } => Ok(()),
+            Self::Typing { nickname, .. } => SenderNickname::parse(nickname.clone())
+                .map(|_| ())
+                .map_err(|e| BusPayloadError::NotAMessage(e.to_string())),
+            Self::Presence(signal) => signal.validate(),
+        }
     }
 }
 
@@ -67,5 +111,60 @@ mod tests {
         assert!(ControlEvent::from_bus_payload(br#"{"type":"memberRemoved"}"#).is_err());
         assert!(ControlEvent::from_bus_payload(br#"{"type":"other","chatRoomId":3}"#).is_err());
         assert!(ControlEvent::from_bus_payload(&vec![b' '; 300]).is_err());
+    }
+
+    #[test]
+    fn cursors_typing_and_presence_signals_share_the_control_channel() {
+        use crate::{InstanceId, PresenceEntry, PresenceSignal};
+        let events = [
+            ControlEvent::ReadCursor {
+                chat_room_id: RoomId(3),
+                user_id: SenderId(7),
+                last_read_seq: Seq(42),
+            },
+            ControlEvent::Typing {
+                chat_room_id: RoomId(3),
+                user_id: SenderId(7),
+                nickname: "alice".into(),
+            },
+            ControlEvent::Presence(PresenceSignal::PresenceChange {
+                instance: InstanceId(9),
+                version: 4,
+                entry: PresenceEntry {
+                    chat_room_id: RoomId(3),
+                    user_id: SenderId(7),
+                    nickname: "alice".into(),
+                    connections: 2,
+                },
+            }),
+            ControlEvent::Presence(PresenceSignal::PresenceResync { target: None }),
+        ];
+        for event in events {
+            let json = event.to_json();
+            assert_eq!(ControlEvent::from_bus_payload(&json).unwrap(), event);
+        }
+        assert_eq!(
+            std::str::from_utf8(
+                &ControlEvent::Presence(PresenceSignal::PresenceAlive {
+                    instance: InstanceId(9),
+                    version: 4
+                })
+                .to_json()
+            )
+            .unwrap(),
+            r#"{"type":"presenceAlive","instance":9,"version":4}"#
+        );
+        // Forged or broken payloads are refused, not believed.
+        for forged in [
+            r#"{"type":"readCursor","chatRoomId":3,"userId":7,"lastReadSeq":-1}"#,
+            r#"{"type":"typing","chatRoomId":3,"userId":7,"nickname":""}"#,
+            r#"{"type":"presenceState","instance":1,"version":1,"part":2,"parts":2,"entries":[]}"#,
+            r#"{"type":"presenceChange","instance":1,"version":1,"entry":{"chatRoomId":1,"userId":1,"nickname":"a","connections":4000000000}}"#,
+        ] {
+            assert!(
+                ControlEvent::from_bus_payload(forged.as_bytes()).is_err(),
+                "{forged}"
+            );
+        }
     }
 }

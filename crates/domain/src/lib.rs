@@ -94,6 +94,7 @@ mod identity;
 mod ids;
 mod message;
 mod ports;
+mod presence;
 mod publish;
 mod room;
 mod sequencer;
@@ -120,6 +121,7 @@ pub use ports::{
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockMessageBus, MockMessageRepository, MockRoomMembers};
+pub use presence::{InstanceId, PresenceEntry, PresenceSignal};
 pub use publish::{BusPayloadError, ChatMessagePublish};
 pub use room::{
     HistoryLimit, HistoryQuery, NewRoom, Room, RoomListLimit, RoomListQuery, RoomName, Visibility,

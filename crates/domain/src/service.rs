@@ -287,11 +287,12 @@ impl ChatService {
 
     /// A control event arrived: forget what it makes stale.
     pub fn handle_control(&self, event: &ControlEvent) {
-        match *event {
-            ControlEvent::MemberRemoved {
-                chat_room_id,
-                user_id,
-            } => self.access.revoke(chat_room_id, user_id),
+        if let ControlEvent::MemberRemoved {
+            chat_room_id,
+            user_id,
+        } = *event
+        {
+            self.access.revoke(chat_room_id, user_id);
         }
     }
 

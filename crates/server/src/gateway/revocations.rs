@@ -94,11 +94,12 @@ impl Revocations {
     /// A control event from the bus (from any instance, this one included).
     pub(crate) fn handle_control(&self, event: &ControlEvent) {
         self.service.handle_control(event);
-        match *event {
-            ControlEvent::MemberRemoved {
-                chat_room_id,
-                user_id,
-            } => self.revoke(chat_room_id, user_id),
+        if let ControlEvent::MemberRemoved {
+            chat_room_id,
+            user_id,
+        } = *event
+        {
+            self.revoke(chat_room_id, user_id);
         }
     }
 
