@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::presence::PresenceSignal;
-use crate::{BusPayloadError, RoomId, SenderId, Seq, SenderNickname};
+use crate::{BusPayloadError, RoomId, SenderId, SenderNickname, Seq};
 
 /// Something every instance must act on at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +137,10 @@ mod tests {
                     connections: 2,
                 },
             }),
-            ControlEvent::Presence(PresenceSignal::PresenceResync { target: None }),
+            ControlEvent::Presence(PresenceSignal::PresenceResync {
+                from: InstanceId(1),
+                target: None,
+            }),
         ];
         for event in events {
             let json = event.to_json();

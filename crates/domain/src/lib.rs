@@ -88,6 +88,7 @@
 
 mod access;
 mod control;
+mod cursor;
 mod delivery;
 mod error;
 mod identity;
@@ -104,6 +105,9 @@ pub mod testkit;
 
 pub use access::{AccessCache, Decision, Operation, decide};
 pub use control::ControlEvent;
+#[cfg(any(test, feature = "mocks"))]
+pub use cursor::MockReadCursors;
+pub use cursor::{MarkedRead, MyRoom, ReadCursors};
 pub use delivery::{
     Action, ConnectionId, DeliveryEngine, DisconnectReason, EngineConfig, EngineStats, Fetch,
     FetchId, Fetched, SubscriptionKey,
@@ -121,7 +125,10 @@ pub use ports::{
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockMessageBus, MockMessageRepository, MockRoomMembers};
-pub use presence::{InstanceId, PresenceEntry, PresenceSignal};
+pub use presence::{
+    InstanceId, Presence, PresenceConfig, PresenceEntry, PresenceMember, PresenceOutput,
+    PresenceSignal, PresenceStats,
+};
 pub use publish::{BusPayloadError, ChatMessagePublish};
 pub use room::{
     HistoryLimit, HistoryQuery, NewRoom, Room, RoomListLimit, RoomListQuery, RoomName, Visibility,

@@ -7,5 +7,9 @@
 //! state again, so the view heals after a bus interruption.
 
 mod signal;
+#[cfg(test)]
+mod tests;
+mod view;
 
 pub use signal::{InstanceId, PresenceEntry, PresenceSignal};
+pub use view::{Presence, PresenceConfig, PresenceMember, PresenceOutput, PresenceStats};

@@ -71,6 +71,8 @@ pub enum PresenceSignal {
     /// "Publish your whole state": to one instance, or to all with `target` unset (after a
     /// bus interruption nobody knows what they missed).
     PresenceResync {
+        /// Who asks (it ignores its own request).
+        from: InstanceId,
         /// Whose state is asked for; `None`: everyone's.
         target: Option<InstanceId>,
     },
@@ -83,14 +85,14 @@ impl PresenceSignal {
     /// Parts of one state at most (a million entries).
     pub const MAX_PARTS: u32 = 5_000;
 
-    /// The instance that sent it, if it is one that speaks for an instance.
+    /// The instance that sent it.
     #[must_use]
-    pub fn instance(&self) -> Option<InstanceId> {
+    pub fn sender(&self) -> InstanceId {
         match self {
             Self::PresenceAlive { instance, .. }
             | Self::PresenceChange { instance, .. }
-            | Self::PresenceState { instance, .. } => Some(*instance),
-            Self::PresenceResync { .. } => None,
+            | Self::PresenceState { instance, .. } => *instance,
+            Self::PresenceResync { from, .. } => *from,
         }
     }
 
