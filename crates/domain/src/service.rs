@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use crate::{
     AccessCache, BusError, Caller, ChatError, ChatMessage, ChatMessagePublish, ChatMessageRequest,
-    ControlEvent, Decision, HistoryQuery, IdempotencyKey, MessageBus, MessageRepository,
-    NewChatMessage, NewRoom, Operation, Room, RoomId, RoomListQuery, RoomMembers, RoomName,
-    SenderId, Visibility, decide,
+    ControlEvent, Decision, HistoryQuery, IdempotencyKey, MarkedRead, MessageBus,
+    MessageRepository, MyRoom, NewChatMessage, NewRoom, Operation, ReadCursors, Room, RoomId,
+    RoomListQuery, RoomMembers, RoomName, SenderId, Seq, ValidationError, Visibility, decide,
 };
 
 /// The result of a successful send: the message is stored (and will never be lost).
@@ -32,6 +32,9 @@ pub struct ChatService {
     members: Arc<dyn RoomMembers>,
     bus: Arc<dyn MessageBus>,
     access: Arc<AccessCache>,
+    /// `None` until [`ChatService::with_read_cursors`]: embedders that never track reads
+    /// need not provide a store for them.
+    read_cursors: Option<Arc<dyn ReadCursors>>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -53,7 +56,16 @@ impl ChatService {
             members,
             bus,
             access: Arc::new(AccessCache::default()),
+            read_cursors: None,
         }
+    }
+
+    /// The same service, with read cursors kept in `cursors` (usually the same store as
+    /// the repository: both adapters implement [`ReadCursors`]).
+    #[must_use]
+    pub fn with_read_cursors(mut self, cursors: Arc<dyn ReadCursors>) -> Self {
+        self.read_cursors = Some(cursors);
+        self
     }
 
     /// The message store behind this service, e.g. for health checks.
@@ -332,6 +344,85 @@ impl ChatService {
         query: HistoryQuery,
     ) -> Result<Vec<ChatMessage>, ChatError> {
         Ok(self.repository.history(room, query).await?)
+    }
+}
+
+/// Read cursors.
+impl ChatService {
+    fn read_cursors(&self) -> Result<&Arc<dyn ReadCursors>, ChatError> {
+        self.read_cursors.as_ref().ok_or_else(|| {
+            ChatError::StoreUnavailable(
+                "read cursors are not configured (build the service with_read_cursors)".to_owned(),
+            )
+        })
+    }
+
+    /// Moves `user`'s read cursor in `room` to `seq` (clamped to the room's newest seq,
+    /// never backwards), if `caller` may read the room (and is `user`, unless an admin or
+    /// in open mode). When the stored cursor advanced,
+    /// every instance hears [`ControlEvent::ReadCursor`]; a failed publish is logged and
+    /// does not undo the move (the stored cursor is what `my_rooms` reports).
+    ///
+    /// # Errors
+    /// [`ChatError::Invalid`] ([`ValidationError::NegativeSeq`]) for a negative seq;
+    /// [`ChatError::Forbidden`], [`ChatError::UnknownRoom`], [`ChatError::StoreUnavailable`]
+    /// (also when no cursor store is configured), [`ChatError::StoreOutcomeUnknown`].
+    pub async fn mark_read(
+        &self,
+        caller: &Caller,
+        user: SenderId,
+        room: RoomId,
+        seq: Seq,
+    ) -> Result<MarkedRead, ChatError> {
+        if seq.get() < 0 {
+            return Err(ValidationError::NegativeSeq.into());
+        }
+        own_list(caller, user, "only your own read cursor can be moved")?;
+        let cursors = self.read_cursors()?;
+        self.authorize(caller, room, Operation::Read).await?;
+        let marked = cursors.mark_read(room, user, seq).await?;
+        if marked.moved {
+            let event = ControlEvent::ReadCursor {
+                chat_room_id: room,
+                user_id: user,
+                last_read_seq: marked.last_read_seq,
+            };
+            // The cursor is stored, which is what counts: a lost announcement only delays
+            // the user's other sessions until their next room list (the domain has no
+            // logger; the bus adapters log their own failures).
+            let _ = self.bus.publish_control(&event).await;
+        }
+        Ok(marked)
+    }
+
+    /// One page of `user`'s rooms with their read cursors and exact unread counts: rooms
+    /// they have a cursor in, are a member of or own, less private rooms they may no longer
+    /// read. Signed-in callers list their own rooms only (admins anyone's); in open mode
+    /// the caller says who they are.
+    ///
+    /// # Errors
+    /// [`ChatError::Forbidden`] for another user's list, [`ChatError::StoreUnavailable`]
+    /// (also when no cursor store is configured).
+    pub async fn my_rooms(
+        &self,
+        caller: &Caller,
+        user: SenderId,
+        query: RoomListQuery,
+    ) -> Result<Vec<MyRoom>, ChatError> {
+        own_list(caller, user, "only your own room list can be read")?;
+        let cursors = self.read_cursors()?;
+        Ok(cursors.my_rooms(user, query).await?)
+    }
+}
+
+/// Signed-in users act on their own cursors only (admins on anyone's); open mode has
+/// nobody to tell apart.
+fn own_list(caller: &Caller, user: SenderId, refusal: &str) -> Result<(), ChatError> {
+    match caller {
+        Caller::User(identity) if !identity.admin && identity.user != user => {
+            Err(ChatError::Forbidden(refusal.to_owned()))
+        }
+        _ => Ok(()),
     }
 }
 

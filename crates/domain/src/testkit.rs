@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use crate::{
     BusEvent, BusEvents, ChatMessagePublish, ChatMessageRequest, ControlEvent, HistoryLimit,
     HistoryQuery, IdempotencyKey, MessageBus, MessageId, MessageRepository, MessageType,
-    NewChatMessage, NewRoom, RepositoryError, RoomId, RoomListLimit, RoomListQuery, RoomMembers,
-    RoomName, SenderId, Seq, Visibility,
+    NewChatMessage, NewRoom, ReadCursors, RepositoryError, RoomId, RoomListLimit, RoomListQuery,
+    RoomMembers, RoomName, SenderId, Seq, Visibility,
 };
 
 #[doc(hidden)]
@@ -626,6 +626,240 @@ pub mod membership {
     }
 }
 
+/// Checks for [`ReadCursors`] implementations, which share their store with a
+/// [`MessageRepository`] (rooms' `last_seq`) and [`RoomMembers`] (private rooms).
+pub mod read_cursors {
+    use super::*;
+    use crate::MarkedRead;
+
+    async fn messages(repo: &dyn MessageRepository, room: RoomId, count: usize) {
+        for n in 0..count {
+            repo.append(new_message(room, &format!("m{n}")))
+                .await
+                .expect("append");
+        }
+    }
+
+    fn page(after: Option<RoomId>, limit: i64) -> RoomListQuery {
+        RoomListQuery {
+            after,
+            limit: RoomListLimit::parse(limit).unwrap(),
+            visible_to: None,
+        }
+    }
+
+    async fn unread_of(cursors: &dyn ReadCursors, user: SenderId, room: RoomId) -> (Seq, i64) {
+        let rooms = cursors
+            .my_rooms(user, page(Some(RoomId(room.0 - 1)), 1))
+            .await
+            .expect("my_rooms");
+        let mine = rooms
+            .into_iter()
+            .find(|r| r.room.id == room)
+            .expect("the room is on the user's list");
+        (mine.last_read_seq, mine.unread)
+    }
+
+    /// A cursor moves forward and reports `moved`; a lower or equal seq leaves it where it
+    /// is and reports `moved: false`.
+    pub async fn a_cursor_never_moves_backwards(
+        repo: &dyn MessageRepository,
+        _members: &dyn RoomMembers,
+        cursors: &dyn ReadCursors,
+    ) {
+        let id = room(repo, "cursor forward").await;
+        messages(repo, id, 10).await;
+        let user = SenderId(900);
+        let marked = |seq, moved| MarkedRead {
+            last_read_seq: Seq(seq),
+            moved,
+        };
+        assert_eq!(
+            cursors.mark_read(id, user, Seq(4)).await,
+            Ok(marked(4, true))
+        );
+        assert_eq!(
+            cursors.mark_read(id, user, Seq(7)).await,
+            Ok(marked(7, true))
+        );
+        assert_eq!(
+            cursors.mark_read(id, user, Seq(3)).await,
+            Ok(marked(7, false))
+        );
+        assert_eq!(
+            cursors.mark_read(id, user, Seq(7)).await,
+            Ok(marked(7, false))
+        );
+        assert_eq!(unread_of(cursors, user, id).await, (Seq(7), 3));
+    }
+
+    /// A seq above the room's `last_seq` is stored as `last_seq`: the cursor never claims
+    /// messages that do not exist, and unread is never negative.
+    pub async fn a_cursor_is_clamped_to_the_rooms_last_seq(
+        repo: &dyn MessageRepository,
+        _members: &dyn RoomMembers,
+        cursors: &dyn ReadCursors,
+    ) {
+        let id = room(repo, "cursor clamp").await;
+        messages(repo, id, 3).await;
+        let user = SenderId(901);
+        let marked = cursors.mark_read(id, user, Seq(1_000)).await.unwrap();
+        assert_eq!(marked.last_read_seq, Seq(3));
+        assert!(marked.moved);
+        assert_eq!(unread_of(cursors, user, id).await, (Seq(3), 0));
+        messages(repo, id, 2).await;
+        assert_eq!(unread_of(cursors, user, id).await, (Seq(3), 2));
+        let empty = room(repo, "cursor clamp empty").await;
+        let marked = cursors.mark_read(empty, user, Seq(5)).await.unwrap();
+        assert_eq!(marked.last_read_seq, Seq(0), "an empty room clamps to 0");
+        assert!(!marked.moved);
+        assert_eq!(unread_of(cursors, user, empty).await, (Seq(0), 0));
+    }
+
+    /// Unread is exactly `last_seq − last_read_seq`: after N messages, after a cursor move,
+    /// after more messages.
+    pub async fn unread_counts_are_exact(
+        repo: &dyn MessageRepository,
+        _members: &dyn RoomMembers,
+        cursors: &dyn ReadCursors,
+    ) {
+        let id = room(repo, "cursor unread").await;
+        let user = SenderId(902);
+        cursors.mark_read(id, user, Seq(0)).await.unwrap();
+        assert_eq!(unread_of(cursors, user, id).await, (Seq(0), 0));
+        messages(repo, id, 25).await;
+        assert_eq!(unread_of(cursors, user, id).await, (Seq(0), 25));
+        cursors.mark_read(id, user, Seq(20)).await.unwrap();
+        assert_eq!(unread_of(cursors, user, id).await, (Seq(20), 5));
+        messages(repo, id, 4).await;
+        assert_eq!(unread_of(cursors, user, id).await, (Seq(20), 9));
+        cursors.mark_read(id, user, Seq(29)).await.unwrap();
+        assert_eq!(unread_of(cursors, user, id).await, (Seq(29), 0));
+        let other = SenderId(903);
+        cursors.mark_read(id, other, Seq(1)).await.unwrap();
+        assert_eq!(
+            unread_of(cursors, other, id).await,
+            (Seq(1), 28),
+            "each user has their own cursor"
+        );
+    }
+
+    /// A cursor in a room that does not exist is [`RepositoryError::UnknownRoom`].
+    pub async fn a_cursor_in_an_unknown_room_is_refused(
+        _repo: &dyn MessageRepository,
+        _members: &dyn RoomMembers,
+        cursors: &dyn ReadCursors,
+    ) {
+        let missing = RoomId(i64::MAX - 3);
+        assert_eq!(
+            cursors.mark_read(missing, SenderId(1), Seq(1)).await,
+            Err(RepositoryError::UnknownRoom(missing))
+        );
+    }
+
+    /// 50 concurrent moves of one user's cursor to different seqs end at the largest, and
+    /// every answer is at or below it; moves of other rooms in the same burst are kept
+    /// apart, and an unknown room in the burst fails alone.
+    pub async fn concurrent_moves_end_at_the_largest_seq(
+        repo: &dyn MessageRepository,
+        _members: &dyn RoomMembers,
+        cursors: &dyn ReadCursors,
+    ) {
+        let id = room(repo, "cursor race").await;
+        let second = room(repo, "cursor race 2").await;
+        messages(repo, id, 60).await;
+        messages(repo, second, 5).await;
+        let user = SenderId(904);
+        // 50 seqs in a scrambled order: 1, 8, 15, … mod 50, plus one.
+        let seqs: Vec<i64> = (0..50).map(|n| (n * 7) % 50 + 1).collect();
+        let moves = seqs
+            .iter()
+            .map(|&seq| cursors.mark_read(id, user, Seq(seq)));
+        let missing = RoomId(i64::MAX - 4);
+        let (answers, other, unknown) = futures_util::join!(
+            futures_util::future::join_all(moves),
+            cursors.mark_read(second, user, Seq(2)),
+            cursors.mark_read(missing, user, Seq(2)),
+        );
+        for answer in &answers {
+            let answer = answer.as_ref().expect("mark_read");
+            assert!(answer.last_read_seq <= Seq(50));
+        }
+        assert!(answers.iter().any(|a| a.as_ref().unwrap().moved));
+        assert_eq!(other.unwrap().last_read_seq, Seq(2));
+        assert_eq!(unknown, Err(RepositoryError::UnknownRoom(missing)));
+        assert_eq!(unread_of(cursors, user, id).await, (Seq(50), 10));
+        assert_eq!(unread_of(cursors, user, second).await, (Seq(2), 3));
+    }
+
+    /// `my_rooms` lists the rooms a user has a cursor in, is a member of, or owns, by
+    /// ascending id and page by page; not other rooms, and not a private room they were
+    /// removed from (even with a cursor there).
+    pub async fn my_rooms_lists_cursors_memberships_and_owned_rooms_page_by_page(
+        repo: &dyn MessageRepository,
+        members: &dyn RoomMembers,
+        cursors: &dyn ReadCursors,
+    ) {
+        let user = SenderId(905);
+        let private = |owner: i64| NewRoom {
+            name: RoomName::parse("private").unwrap(),
+            visibility: Visibility::Private,
+            owner: Some(SenderId(owner)),
+        };
+        let unrelated = room(repo, "not theirs").await;
+        let read = room(repo, "read").await;
+        let owned = repo.create_room(private(user.0)).await.unwrap().id;
+        let joined = repo.create_room(private(1)).await.unwrap().id;
+        let left = repo.create_room(private(1)).await.unwrap().id;
+        let hidden = repo.create_room(private(1)).await.unwrap().id;
+        messages(repo, read, 3).await;
+        messages(repo, joined, 2).await;
+        cursors.mark_read(read, user, Seq(1)).await.unwrap();
+        members.add_member(joined, user).await.unwrap();
+        members.add_member(left, user).await.unwrap();
+        cursors.mark_read(left, user, Seq(0)).await.unwrap();
+        members.remove_member(left, user).await.unwrap();
+        let before = Some(RoomId(unrelated.0 - 1));
+        let ids =
+            |rooms: Vec<crate::MyRoom>| rooms.into_iter().map(|r| r.room.id).collect::<Vec<_>>();
+        let all = cursors.my_rooms(user, page(before, 200)).await.unwrap();
+        let by_id: Vec<(RoomId, Seq, i64)> = all
+            .iter()
+            .map(|r| (r.room.id, r.last_read_seq, r.unread))
+            .collect();
+        assert_eq!(
+            by_id,
+            vec![(read, Seq(1), 2), (owned, Seq(0), 0), (joined, Seq(0), 2)],
+            "{unrelated}, {left} and {hidden} are not on the list"
+        );
+        assert_eq!(all[2].room.last_seq, Seq(2));
+        assert_eq!(all[1].room.owner, Some(user));
+        assert_eq!(
+            ids(cursors.my_rooms(user, page(before, 2)).await.unwrap()),
+            vec![read, owned]
+        );
+        assert_eq!(
+            ids(cursors.my_rooms(user, page(Some(owned), 2)).await.unwrap()),
+            vec![joined]
+        );
+        assert!(
+            cursors
+                .my_rooms(user, page(Some(joined), 2))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            cursors
+                .my_rooms(SenderId(906), page(before, 200))
+                .await
+                .unwrap()
+                .is_empty(),
+            "a user with nothing has no rooms"
+        );
+    }
+}
+
 /// Checks that a [`MessageBus`] carries control events beside messages.
 pub mod control {
     use super::*;
@@ -691,6 +925,54 @@ macro_rules! __membership_tests {
                 $crate::testkit::__private::tokio::time::timeout(
                     $crate::testkit::TEST_TIMEOUT,
                     $crate::testkit::membership::$check(repo, members),
+                )
+                .await
+                .expect(concat!(stringify!($check), " hung"));
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per read-cursor contract check; the fixture must be
+/// `AsRef<dyn MessageRepository>`, `AsRef<dyn RoomMembers>` and `AsRef<dyn ReadCursors>`
+/// of one store.
+#[macro_export]
+macro_rules! read_cursor_contract_tests {
+    ($make:expr) => {
+        mod read_cursors {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__read_cursor_tests!(
+                $make,
+                a_cursor_never_moves_backwards,
+                a_cursor_is_clamped_to_the_rooms_last_seq,
+                unread_counts_are_exact,
+                a_cursor_in_an_unknown_room_is_refused,
+                concurrent_moves_end_at_the_largest_seq,
+                my_rooms_lists_cursors_memberships_and_owned_rooms_page_by_page,
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __read_cursor_tests {
+    ($make:expr, $($check:ident),+ $(,)?) => {
+        $(
+            #[$crate::testkit::__private::tokio::test(
+                flavor = "multi_thread",
+                worker_threads = 2,
+                crate = "chat_domain::testkit::__private::tokio"
+            )]
+            async fn $check() {
+                let fixture = $make.await;
+                let repo: &dyn $crate::MessageRepository = ::core::convert::AsRef::as_ref(&fixture);
+                let members: &dyn $crate::RoomMembers = ::core::convert::AsRef::as_ref(&fixture);
+                let cursors: &dyn $crate::ReadCursors = ::core::convert::AsRef::as_ref(&fixture);
+                $crate::testkit::__private::tokio::time::timeout(
+                    $crate::testkit::TEST_TIMEOUT,
+                    $crate::testkit::read_cursors::$check(repo, members, cursors),
                 )
                 .await
                 .expect(concat!(stringify!($check), " hung"));
