@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod bus;
+mod cursors;
 mod repository;
 
 pub use bus::InMemoryBus;
@@ -17,7 +18,7 @@ pub use repository::InMemoryRepository;
 mod contract {
     use std::sync::Arc;
 
-    use chat_domain::{MessageBus, MessageRepository, RoomMembers};
+    use chat_domain::{MessageBus, MessageRepository, ReadCursors, RoomMembers};
 
     use crate::{InMemoryBus, InMemoryRepository};
 
@@ -35,6 +36,12 @@ mod contract {
             &*self.0
         }
     }
+    impl AsRef<dyn ReadCursors> for Store {
+        fn as_ref(&self) -> &(dyn ReadCursors + 'static) {
+            &*self.0
+        }
+    }
     chat_domain::membership_contract_tests!(async { Store(Arc::new(InMemoryRepository::new())) });
+    chat_domain::read_cursor_contract_tests!(async { Store(Arc::new(InMemoryRepository::new())) });
     chat_domain::bus_contract_tests!(async { Arc::new(InMemoryBus::new()) as Arc<dyn MessageBus> });
 }

@@ -12,18 +12,20 @@ use chat_domain::{
 use chrono::Utc;
 
 #[derive(Debug, Default)]
-struct State {
-    rooms: BTreeMap<RoomId, RoomState>,
+pub(crate) struct State {
+    pub(crate) rooms: BTreeMap<RoomId, RoomState>,
     last_room_id: i64,
     last_message_id: i64,
     /// (room, sender, idempotency key) → the seq stored under it.
     idempotency: HashMap<(RoomId, SenderId, String), Seq>,
     /// (room, user) of every membership.
-    members: HashSet<(RoomId, SenderId)>,
+    pub(crate) members: HashSet<(RoomId, SenderId)>,
+    /// (room, user) → that user's read cursor in the room (see `cursors.rs`).
+    pub(crate) cursors: BTreeMap<(RoomId, SenderId), Seq>,
 }
 
 impl State {
-    fn may_read(&self, room: &Room, user: SenderId) -> bool {
+    pub(crate) fn may_read(&self, room: &Room, user: SenderId) -> bool {
         room.visibility == Visibility::Public
             || room.owner == Some(user)
             || self.members.contains(&(room.id, user))
@@ -31,8 +33,8 @@ impl State {
 }
 
 #[derive(Debug)]
-struct RoomState {
-    room: Room,
+pub(crate) struct RoomState {
+    pub(crate) room: Room,
     /// Index `i` holds seq `i + 1`.
     messages: Vec<ChatMessage>,
 }
@@ -50,7 +52,7 @@ impl InMemoryRepository {
         Self::default()
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than stopping the whole server would, so keep serving.
         self.state
