@@ -11,6 +11,7 @@
 
 mod config;
 mod connection;
+mod cursors;
 mod error;
 mod group_commit;
 mod migrations;
@@ -20,6 +21,7 @@ mod store;
 mod writer;
 
 pub use config::{PostgresConfig, redact_url};
+pub use cursors::CursorWriterCounts;
 pub use error::PostgresError;
 pub use migrations::newest_known_version;
 pub use repository::PostgresRepository;

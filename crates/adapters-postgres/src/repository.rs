@@ -27,8 +27,10 @@ use crate::{PostgresConfig, PostgresError, migrations};
 /// group-commit writers, which stop once the last clone is dropped.
 #[derive(Clone)]
 pub struct PostgresRepository {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     appends: Appends,
+    /// The queue of the read-cursor writer (see `cursors.rs`).
+    pub(crate) cursors: crate::cursors::CursorWriter,
 }
 
 #[derive(Clone)]
@@ -40,10 +42,10 @@ enum Appends {
 }
 
 /// What every operation and every writer needs.
-struct Shared {
+pub(crate) struct Shared {
     pool: PgPool,
     /// `user@host:port/db`, for messages.
-    target: String,
+    pub(crate) target: String,
     /// Our own bound on one whole operation (checkout, statements, commit). The server's
     /// statement timeout and the pool's timeouts normally fire first; this one covers a
     /// peer that stopped answering without closing the connection.
@@ -126,7 +128,12 @@ impl PostgresRepository {
             writers = config.writers,
             "PostgreSQL message store ready"
         );
-        Ok(Self { shared, appends })
+        let cursors = crate::cursors::CursorWriter::start(Arc::clone(&shared));
+        Ok(Self {
+            shared,
+            appends,
+            cursors,
+        })
     }
 }
 
@@ -158,7 +165,7 @@ impl StoreBatch for GroupWriter {
 
 impl Shared {
     /// Runs one operation under the deadline and turns any failure into `Unavailable`.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         operation: impl Future<Output = Result<T, StoreFailure>>,
     ) -> Result<T, RepositoryError> {
@@ -178,7 +185,7 @@ impl Shared {
         }
     }
 
-    async fn connection(&self) -> Result<Object<AsyncPgConnection>, StoreFailure> {
+    pub(crate) async fn connection(&self) -> Result<Object<AsyncPgConnection>, StoreFailure> {
         self.pool
             .get()
             .await

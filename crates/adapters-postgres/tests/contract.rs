@@ -5,3 +5,4 @@ mod support;
 
 chat_domain::repository_contract_tests!(async { support::Fixture::new().await });
 chat_domain::membership_contract_tests!(async { support::Fixture::new().await });
+chat_domain::read_cursor_contract_tests!(async { support::Fixture::new().await });

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chat_adapters_postgres::{PostgresConfig, PostgresRepository};
 use chat_domain::{
-    ChatMessageRequest, MessageRepository, MessageType, NewChatMessage, NewRoom, RoomId,
-    RoomMembers, RoomName, SenderId,
+    ChatMessageRequest, MessageRepository, MessageType, NewChatMessage, NewRoom, ReadCursors,
+    RoomId, RoomMembers, RoomName, SenderId,
 };
 use chat_test_support::postgres::{TestDatabase, fresh_database};
 
@@ -37,6 +37,12 @@ impl AsRef<dyn MessageRepository> for Fixture {
 
 impl AsRef<dyn RoomMembers> for Fixture {
     fn as_ref(&self) -> &(dyn RoomMembers + 'static) {
+        self.repository.as_ref()
+    }
+}
+
+impl AsRef<dyn ReadCursors> for Fixture {
+    fn as_ref(&self) -> &(dyn ReadCursors + 'static) {
         self.repository.as_ref()
     }
 }
