@@ -10,7 +10,7 @@ use std::time::Duration;
 use chat_adapters_memory::{InMemoryBus, InMemoryRepository};
 use chat_adapters_postgres::{PostgresConfig, PostgresRepository};
 use chat_adapters_redis::{RedisBus, RedisConfig};
-use chat_domain::{BusError, ChatService, MessageBus, MessageRepository, RoomMembers};
+use chat_domain::{BusError, ChatService, MessageBus, MessageRepository, ReadCursors, RoomMembers};
 use chat_session::SessionConfig;
 use chat_stomp::Limits;
 use tokio::sync::watch;
@@ -56,6 +56,8 @@ pub struct Adapters {
     pub repository: Arc<dyn MessageRepository>,
     /// The members of private rooms, in the same store as `repository`.
     pub members: Arc<dyn RoomMembers>,
+    /// Users' read cursors, in the same store as `repository`.
+    pub cursors: Arc<dyn ReadCursors>,
     pub bus: Arc<dyn MessageBus>,
 }
 
@@ -72,7 +74,8 @@ impl Adapters {
         let store = Arc::new(InMemoryRepository::new());
         Self {
             repository: store.clone(),
-            members: store,
+            members: store.clone(),
+            cursors: store,
             bus: Arc::new(InMemoryBus::new()),
         }
     }
@@ -83,32 +86,34 @@ impl Adapters {
     /// # Errors
     /// [`StartupError::Adapter`] when a configured dependency cannot be used.
     pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
-        let (repository, members): (Arc<dyn MessageRepository>, Arc<dyn RoomMembers>) =
-            match &settings.database_url {
-                Some(url) => {
-                    let mut config = PostgresConfig::new(url.clone());
-                    config.pool_size = settings.db_pool_size;
-                    config.max_batch = settings.db_max_batch;
-                    config.writers = settings.db_writers;
-                    config.connect_timeout = Duration::from_secs(settings.db_connect_timeout_secs);
-                    config.statement_timeout =
-                        Duration::from_secs(settings.db_statement_timeout_secs);
-                    let target = config.redacted_url();
-                    let repository = PostgresRepository::connect(config)
-                        .await
-                        .map_err(|e| StartupError::Adapter(e.to_string()))?;
-                    tracing::info!(database = %target, "storing messages in PostgreSQL");
-                    let repository = Arc::new(repository);
-                    (repository.clone(), repository)
-                }
-                None => {
-                    tracing::warn!(
-                        "DATABASE_URL is not set: messages are kept IN MEMORY ONLY and are lost when this process exits"
-                    );
-                    let repository = Arc::new(InMemoryRepository::new());
-                    (repository.clone(), repository)
-                }
-            };
+        let (repository, members, cursors): (
+            Arc<dyn MessageRepository>,
+            Arc<dyn RoomMembers>,
+            Arc<dyn ReadCursors>,
+        ) = match &settings.database_url {
+            Some(url) => {
+                let mut config = PostgresConfig::new(url.clone());
+                config.pool_size = settings.db_pool_size;
+                config.max_batch = settings.db_max_batch;
+                config.writers = settings.db_writers;
+                config.connect_timeout = Duration::from_secs(settings.db_connect_timeout_secs);
+                config.statement_timeout = Duration::from_secs(settings.db_statement_timeout_secs);
+                let target = config.redacted_url();
+                let repository = PostgresRepository::connect(config)
+                    .await
+                    .map_err(|e| StartupError::Adapter(e.to_string()))?;
+                tracing::info!(database = %target, "storing messages in PostgreSQL");
+                let repository = Arc::new(repository);
+                (repository.clone(), repository.clone(), repository)
+            }
+            None => {
+                tracing::warn!(
+                    "DATABASE_URL is not set: messages are kept IN MEMORY ONLY and are lost when this process exits"
+                );
+                let repository = Arc::new(InMemoryRepository::new());
+                (repository.clone(), repository.clone(), repository)
+            }
+        };
         let bus: Arc<dyn MessageBus> = match &settings.redis_url {
             Some(url) => {
                 let mut config = RedisConfig::new(url.clone());
@@ -132,6 +137,7 @@ impl Adapters {
         Ok(Self {
             repository,
             members,
+            cursors,
             bus,
         })
     }
@@ -225,6 +231,7 @@ impl Application {
                 metrics: metrics.clone(),
             }),
             members: adapters.members,
+            cursors: adapters.cursors,
             // The RECEIPT follows the commit, never the bus: publishes only enqueue.
             bus: QueuedBus::start(
                 Arc::new(MeasuredBus {
@@ -241,7 +248,8 @@ impl Application {
             adapters.repository.clone(),
             adapters.members,
             adapters.bus.clone(),
-        );
+        )
+        .with_read_cursors(adapters.cursors);
         let revocations = Arc::new(Revocations::new(service.clone()));
         let (hub, hub_task) = Hub::spawn(
             adapters.repository.clone(),

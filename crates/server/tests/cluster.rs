@@ -248,7 +248,8 @@ async fn after_a_redis_restart_the_instance_resubscribes_and_catches_up() {
     let repository = Arc::new(repository);
     let adapters = Adapters {
         repository: repository.clone(),
-        members: repository,
+        members: repository.clone(),
+        cursors: repository,
         bus: Arc::new(bus),
     };
     let app = spawn_app_with(adapters, test_settings()).await;

@@ -16,7 +16,8 @@ fn shared() -> Adapters {
     let store = Arc::new(InMemoryRepository::new());
     Adapters {
         repository: store.clone(),
-        members: store,
+        members: store.clone(),
+        cursors: store,
         bus: Arc::new(InMemoryBus::new()),
     }
 }

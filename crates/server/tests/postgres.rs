@@ -76,7 +76,8 @@ async fn while_postgresql_is_down_sends_fail_clearly_and_everything_recovers_whe
     let repository = Arc::new(repository);
     let adapters = Adapters {
         repository: repository.clone(),
-        members: repository,
+        members: repository.clone(),
+        cursors: repository,
         bus: Arc::new(InMemoryBus::new()),
     };
     let app = spawn_app_with(adapters, test_settings()).await;

@@ -86,6 +86,7 @@ async fn while_one_rooms_backfill_takes_500_ms_the_other_rooms_keep_p99_under_50
         Adapters {
             repository: store.clone(),
             members: Arc::new(InMemoryRepository::new()),
+            cursors: Arc::new(InMemoryRepository::new()),
             bus: Arc::new(InMemoryBus::new()),
         },
         test_settings(),
