@@ -776,11 +776,12 @@ pub mod read_cursors {
             .iter()
             .map(|&seq| cursors.mark_read(id, user, Seq(seq)));
         let missing = RoomId(i64::MAX - 4);
-        let (answers, other, unknown) = futures_util::join!(
+        let (answers, other, unknown) = futures_util::future::join3(
             futures_util::future::join_all(moves),
             cursors.mark_read(second, user, Seq(2)),
             cursors.mark_read(missing, user, Seq(2)),
-        );
+        )
+        .await;
         for answer in &answers {
             let answer = answer.as_ref().expect("mark_read");
             assert!(answer.last_read_seq <= Seq(50));
