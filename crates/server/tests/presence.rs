@@ -51,7 +51,7 @@ fn token(user: i64) -> String {
 
 /// Where the instances of one test find their Redis.
 enum RedisFor {
-    Shared(TestRedis),
+    Shared(Box<TestRedis>),
     Throwaway(ThrowawayRedis),
 }
 
@@ -77,7 +77,7 @@ impl Backends {
     async fn shared(jwt: bool) -> Self {
         Self {
             database: fresh_database().await,
-            redis: RedisFor::Shared(redis_url().await),
+            redis: RedisFor::Shared(Box::new(redis_url().await)),
             channel: unique_channel("presence"),
             jwt,
         }
