@@ -190,6 +190,21 @@ pub struct BenchArgs {
     /// Idle mode: seconds to hold the connections once open.
     #[arg(long, default_value_t = 10.0)]
     pub hold: f64,
+
+    /// Presence mode: --connections open-mode users (login 1000000+i) in --rooms rooms over
+    /// every --url, each subscribed to its room and its presence topic; server RSS per
+    /// connection (one --watch-pid per --url), Redis memory (--redis-url) and a reconnect
+    /// storm.
+    #[arg(long, conflicts_with_all = ["idle", "socketio", "raw_topic", "jwt_secret"])]
+    pub presence: bool,
+
+    /// Presence mode: the Redis the servers use, for `INFO memory` before and after.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+
+    /// Presence mode: seconds from the storm's start to wait for every snapshot to be right.
+    #[arg(long, default_value_t = 120.0)]
+    pub storm_timeout: f64,
 }
 
 /// A `--watch-backend NAME=PID[,PID...]`.
@@ -294,6 +309,7 @@ impl BenchArgs {
             ("--drain", self.drain),
             ("--connect-timeout", self.connect_timeout),
             ("--hold", self.hold),
+            ("--storm-timeout", self.storm_timeout),
             ("--progress", self.progress),
         ] {
             if !value.is_finite() || value < 0.0 {
@@ -302,7 +318,7 @@ impl BenchArgs {
                 )));
             }
         }
-        if !self.idle {
+        if !self.idle && !self.presence {
             if self.publishers == 0 || self.subscribers == 0 {
                 return bad("--publishers and --subscribers must be at least 1");
             }

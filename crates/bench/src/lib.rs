@@ -8,8 +8,9 @@
 //! time, so each subscriber measures end-to-end latency and finds lost, duplicated and
 //! reordered messages on its own.
 //!
-//! Entry points: [`run_load`] (paced publishers + subscribers) and [`run_idle`] (hold as many
-//! idle connections as possible). With `--jwt-secret` every connection carries its own JWT
+//! Entry points: [`run_load`] (paced publishers + subscribers), [`run_idle`] (hold as many
+//! idle connections as possible) and [`run_presence`] (what presence costs, and a reconnect
+//! storm). With `--jwt-secret` every connection carries its own JWT
 //! (see [`token`]). Both take the parsed [`BenchArgs`] and return a report that
 //! serialises to one JSON line.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod idle;
 pub mod latency;
 pub mod load;
 pub mod payload;
+pub mod presence;
 pub mod procstat;
 pub mod report;
 pub mod rooms;
@@ -33,4 +35,5 @@ pub use config::BenchArgs;
 pub use error::BenchError;
 pub use idle::{IdleReport, run_idle};
 pub use load::run_load;
+pub use presence::{PresenceReport, run_presence};
 pub use report::LoadReport;

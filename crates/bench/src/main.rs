@@ -1,11 +1,12 @@
-//! `chat-bench`: parse flags, raise the open-file limit, run the load or idle mode, print
-//! the summary on stderr and one JSON line on stdout (and append it to `--output`).
+//! `chat-bench`: parse flags, raise the open-file limit, run the load, idle or presence
+//! mode, print the summary on stderr and one JSON line on stdout (and append it to
+//! `--output`).
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use chat_bench::{BenchArgs, BenchError, run_idle, run_load};
+use chat_bench::{BenchArgs, BenchError, run_idle, run_load, run_presence};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -35,7 +36,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: &BenchArgs) -> Result<(), BenchError> {
-    let line = if args.idle {
+    let line = if args.presence {
+        let report = run_presence(args).await?;
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+        serde_json::to_string(&report)
+    } else if args.idle {
         let report = run_idle(args).await?;
         eprintln!(
             "{}",
