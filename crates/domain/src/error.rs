@@ -59,6 +59,10 @@ pub enum ValidationError {
     /// from the first message.
     #[error("afterSeq and beforeSeq must not be negative")]
     NegativeSeq,
+    /// A read cursor's `seq` is below 0. 0 means "read nothing"; a seq above the room's
+    /// newest is accepted and stored as the newest.
+    #[error("seq must not be negative (0 means nothing read yet)")]
+    NegativeReadSeq,
     /// A text field contains U+0000, which PostgreSQL cannot store; it holds the field's
     /// name (`content`, `senderNickname` or `name`). Remove the character.
     #[error("`{0}` contains a NUL character (U+0000), which cannot be stored")]
@@ -92,6 +96,7 @@ impl ValidationError {
             Self::InvalidIdempotencyKey { .. } => "INVALID_IDEMPOTENCY_KEY",
             Self::NulCharacter(_) => "INVALID_CHARACTER",
             Self::InvalidVisibility(_) => "INVALID_VISIBILITY",
+            Self::NegativeReadSeq => "INVALID_SEQ",
         }
     }
 }

@@ -364,7 +364,7 @@ impl ChatService {
     /// does not undo the move (the stored cursor is what `my_rooms` reports).
     ///
     /// # Errors
-    /// [`ChatError::Invalid`] ([`ValidationError::NegativeSeq`]) for a negative seq;
+    /// [`ChatError::Invalid`] ([`ValidationError::NegativeReadSeq`]) for a negative seq;
     /// [`ChatError::Forbidden`], [`ChatError::UnknownRoom`], [`ChatError::StoreUnavailable`]
     /// (also when no cursor store is configured), [`ChatError::StoreOutcomeUnknown`].
     pub async fn mark_read(
@@ -375,7 +375,7 @@ impl ChatService {
         seq: Seq,
     ) -> Result<MarkedRead, ChatError> {
         if seq.get() < 0 {
-            return Err(ValidationError::NegativeSeq.into());
+            return Err(ValidationError::NegativeReadSeq.into());
         }
         own_list(caller, user, "only your own read cursor can be moved")?;
         let cursors = self.read_cursors()?;
@@ -654,5 +654,223 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), "FORBIDDEN");
+    }
+}
+
+#[cfg(test)]
+mod read_cursor_tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::{
+        Identity, MockMessageBus, MockMessageRepository, MockReadCursors, MockRoomMembers,
+        RoomListLimit,
+    };
+
+    fn public_room(id: RoomId) -> Room {
+        Room {
+            id,
+            name: "lobby".into(),
+            created_at: Utc::now(),
+            last_seq: Seq(10),
+            visibility: Visibility::Public,
+            owner: None,
+        }
+    }
+
+    fn user(id: i64) -> Caller {
+        Caller::User(Identity {
+            user: SenderId(id),
+            nickname: None,
+            admin: false,
+        })
+    }
+
+    fn found_rooms() -> MockMessageRepository {
+        let mut repo = MockMessageRepository::new();
+        repo.expect_find_room()
+            .returning(|id| Ok(Some(public_room(id))));
+        repo
+    }
+
+    fn service(cursors: MockReadCursors, bus: MockMessageBus) -> ChatService {
+        ChatService::new(
+            Arc::new(found_rooms()),
+            Arc::new(MockRoomMembers::new()),
+            Arc::new(bus),
+        )
+        .with_read_cursors(Arc::new(cursors))
+    }
+
+    #[tokio::test]
+    async fn a_cursor_that_moved_is_announced_on_the_bus() {
+        let mut cursors = MockReadCursors::new();
+        cursors
+            .expect_mark_read()
+            .withf(|room, user, seq| (*room, *user, *seq) == (RoomId(3), SenderId(7), Seq(5)))
+            .times(1)
+            .returning(|_, _, seq| {
+                Ok(MarkedRead {
+                    last_read_seq: seq,
+                    moved: true,
+                })
+            });
+        let mut bus = MockMessageBus::new();
+        bus.expect_publish_control()
+            .withf(|event| {
+                *event
+                    == ControlEvent::ReadCursor {
+                        chat_room_id: RoomId(3),
+                        user_id: SenderId(7),
+                        last_read_seq: Seq(5),
+                    }
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        let marked = service(cursors, bus)
+            .mark_read(&user(7), SenderId(7), RoomId(3), Seq(5))
+            .await
+            .unwrap();
+        assert_eq!(marked.last_read_seq, Seq(5));
+    }
+
+    #[tokio::test]
+    async fn a_cursor_that_did_not_move_is_not_announced() {
+        let mut cursors = MockReadCursors::new();
+        cursors.expect_mark_read().returning(|_, _, _| {
+            Ok(MarkedRead {
+                last_read_seq: Seq(9),
+                moved: false,
+            })
+        });
+        let mut bus = MockMessageBus::new();
+        bus.expect_publish_control().never();
+        let marked = service(cursors, bus)
+            .mark_read(&Caller::Open, SenderId(7), RoomId(3), Seq(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            marked,
+            MarkedRead {
+                last_read_seq: Seq(9),
+                moved: false
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_announcement_still_returns_the_stored_cursor() {
+        let mut cursors = MockReadCursors::new();
+        cursors.expect_mark_read().returning(|_, _, seq| {
+            Ok(MarkedRead {
+                last_read_seq: seq,
+                moved: true,
+            })
+        });
+        let mut bus = MockMessageBus::new();
+        bus.expect_publish_control()
+            .returning(|_| Err(BusError::Unavailable("down".into())));
+        let marked = service(cursors, bus)
+            .mark_read(&user(7), SenderId(7), RoomId(3), Seq(4))
+            .await
+            .unwrap();
+        assert_eq!(marked.last_read_seq, Seq(4));
+    }
+
+    #[tokio::test]
+    async fn a_negative_seq_or_another_users_cursor_is_refused_before_the_store() {
+        let mut cursors = MockReadCursors::new();
+        cursors.expect_mark_read().never();
+        cursors.expect_my_rooms().never();
+        let service = service(cursors, MockMessageBus::new());
+        let negative = service
+            .mark_read(&user(7), SenderId(7), RoomId(3), Seq(-1))
+            .await
+            .unwrap_err();
+        assert_eq!(negative.code(), "INVALID_SEQ");
+        let other = service
+            .mark_read(&user(7), SenderId(8), RoomId(3), Seq(1))
+            .await
+            .unwrap_err();
+        assert_eq!(other.code(), "FORBIDDEN");
+        let list = service
+            .my_rooms(
+                &user(7),
+                SenderId(8),
+                RoomListQuery::all(RoomListLimit::DEFAULT),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(list.code(), "FORBIDDEN");
+    }
+
+    #[tokio::test]
+    async fn a_reader_refused_by_the_room_moves_no_cursor() {
+        let mut repo = MockMessageRepository::new();
+        repo.expect_find_room().returning(|id| {
+            Ok(Some(Room {
+                visibility: Visibility::Private,
+                owner: Some(SenderId(1)),
+                ..public_room(id)
+            }))
+        });
+        let mut members = MockRoomMembers::new();
+        members.expect_is_member().returning(|_, _| Ok(false));
+        let mut cursors = MockReadCursors::new();
+        cursors.expect_mark_read().never();
+        let service = ChatService::new(
+            Arc::new(repo),
+            Arc::new(members),
+            Arc::new(MockMessageBus::new()),
+        )
+        .with_read_cursors(Arc::new(cursors));
+        let err = service
+            .mark_read(&user(7), SenderId(7), RoomId(3), Seq(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "FORBIDDEN");
+    }
+
+    #[tokio::test]
+    async fn without_a_cursor_store_the_service_says_so() {
+        let service = ChatService::new(
+            Arc::new(found_rooms()),
+            Arc::new(MockRoomMembers::new()),
+            Arc::new(MockMessageBus::new()),
+        );
+        let err = service
+            .my_rooms(
+                &Caller::Open,
+                SenderId(1),
+                RoomListQuery::all(RoomListLimit::DEFAULT),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ChatError::StoreUnavailable(why) if why.contains("not configured")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn my_rooms_passes_the_page_to_the_store() {
+        let mut cursors = MockReadCursors::new();
+        cursors
+            .expect_my_rooms()
+            .withf(|user, query| *user == SenderId(7) && query.after == Some(RoomId(4)))
+            .returning(|_, _| Ok(vec![MyRoom::new(public_room(RoomId(5)), Seq(3))]));
+        let rooms = service(cursors, MockMessageBus::new())
+            .my_rooms(
+                &user(7),
+                SenderId(7),
+                RoomListQuery {
+                    after: Some(RoomId(4)),
+                    ..RoomListQuery::all(RoomListLimit::DEFAULT)
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(rooms.len(), 1);
+        assert_eq!(rooms[0].unread, 7);
     }
 }
