@@ -14,7 +14,8 @@ pub mod destination;
 mod session;
 
 pub use session::{
-    Action, Authenticated, CloseReason, Note, SendId, Session, SessionConfig, bearer_token,
+    Action, Authenticated, CloseReason, Member, Note, SendId, Session, SessionConfig, Topic,
+    bearer_token,
 };
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chat_domain::{
     Caller, ChatError, ChatMessageRequest, ConnectionId, DisconnectReason, IdempotencyKey, RoomId,
-    Seq, SubscriptionKey,
+    SenderId, SenderNickname, Seq, SubscriptionKey, ValidationError,
 };
 use chat_stomp::heartbeat::{self, HeartBeatMonitor};
 use chat_stomp::{
@@ -110,6 +110,57 @@ pub struct Authenticated {
     pub expires_at: Option<Instant>,
 }
 
+/// Who a connection is, for presence, typing and read cursors: the token's user, or in
+/// open mode the user the CONNECT frame's `login` header names (nickname from
+/// `x-nickname`). A session without one is anonymous: it may watch, and is never counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user: SenderId,
+    pub nickname: String,
+}
+
+impl Member {
+    /// The member of an authenticated caller, or of an open-mode CONNECT's `login` and
+    /// `x-nickname` (a `login` that is not an int64 is some other broker's user name,
+    /// and leaves the session anonymous).
+    fn of(caller: &Caller, login: Option<&str>, nickname: Option<&str>) -> Option<Self> {
+        let (user, nickname) = match caller {
+            Caller::User(identity) => (identity.user, identity.nickname.clone()),
+            Caller::Open => (
+                SenderId(login?.trim().parse::<i64>().ok()?),
+                nickname.map(str::to_owned),
+            ),
+        };
+        let nickname = nickname
+            .and_then(|n| SenderNickname::parse(n).ok())
+            .map_or_else(|| format!("user {user}"), SenderNickname::into_inner);
+        Some(Self { user, nickname })
+    }
+}
+
+/// What a subscription watches besides a room's messages (those go through the delivery
+/// engine): events the driver fans out itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// `/topic/chatroom/{id}/presence`: a snapshot, then joins and leaves.
+    Presence(RoomId),
+    /// `/topic/chatroom/{id}/typing`.
+    Typing(RoomId),
+    /// `/user/queue/read`: this user's read cursors, from any of their sessions.
+    Reads(SenderId),
+}
+
+impl Topic {
+    /// The room whose access the topic needs, if any.
+    #[must_use]
+    pub fn room(self) -> Option<RoomId> {
+        match self {
+            Self::Presence(room) | Self::Typing(room) => Some(room),
+            Self::Reads(_) => None,
+        }
+    }
+}
+
 /// What the driver must do next.
 #[derive(Debug)]
 pub enum Action {
@@ -129,6 +180,31 @@ pub enum Action {
     },
     /// Unsubscribe in the delivery engine; there is no answer.
     Unsubscribe { key: SubscriptionKey, room: RoomId },
+    /// Register the subscription on `topic` (checking first that the caller may read its
+    /// room); answer with [`Session::handle_subscribed`]. Nothing is decoded until then.
+    Watch { key: SubscriptionKey, topic: Topic },
+    /// End a [`Action::Watch`]; there is no answer.
+    Unwatch { key: SubscriptionKey, topic: Topic },
+    /// This connection is now in `room` (its first subscription there opened): count it in
+    /// the room's presence.
+    Enter { room: RoomId, member: Member },
+    /// This connection is no longer in `room` (its last subscription there ended, or the
+    /// session closes).
+    Leave { room: RoomId, user: SenderId },
+    /// `member` types in `room`; answer with [`Session::handle_send_done`].
+    Typing {
+        id: SendId,
+        member: Member,
+        room: RoomId,
+    },
+    /// Move `member`'s read cursor in `room` to `seq`; answer with
+    /// [`Session::handle_send_done`] once it is stored.
+    Read {
+        id: SendId,
+        member: Member,
+        room: RoomId,
+        seq: Seq,
+    },
     /// Store and publish through the chat service; answer with
     /// [`Session::handle_send_done`]. Several may run at once; their RECEIPTs and errors
     /// go out in the order the SENDs came in.
@@ -195,6 +271,7 @@ impl From<ChatError> for AppError {
 enum Target {
     Room(RoomId),
     Errors,
+    Watch(Topic),
 }
 
 #[derive(Debug)]
@@ -207,10 +284,14 @@ enum Phase {
         deadline: Instant,
         version: version::Version,
         client_heartbeat: HeartBeat,
+        /// The CONNECT's `login` and `x-nickname`, for an open-mode member.
+        login: Option<String>,
+        nickname: Option<String>,
     },
     Connected {
         heartbeat: HeartBeatMonitor,
         caller: Arc<Caller>,
+        member: Option<Member>,
         expires_at: Option<Instant>,
         /// When the client last sent anything (or we last stopped reading it).
         last_input: Instant,
@@ -228,7 +309,7 @@ struct PendingSend {
 #[derive(Debug)]
 struct PendingSubscribe {
     id: Arc<str>,
-    room: RoomId,
+    target: Target,
     receipt: Option<String>,
 }
 
@@ -243,6 +324,8 @@ pub struct Session {
     upgrade_credential: Option<String>,
     subscriptions: HashMap<Arc<str>, Target>,
     errors_subscription: Option<Arc<str>>,
+    /// Subscriptions to each room's messages; the connection is in the rooms listed.
+    rooms: HashMap<RoomId, usize>,
     sends: VecDeque<PendingSend>,
     next_send: u64,
     subscribing: Option<PendingSubscribe>,
@@ -277,6 +360,7 @@ impl Session {
             upgrade_credential,
             subscriptions: HashMap::new(),
             errors_subscription: None,
+            rooms: HashMap::new(),
             sends: VecDeque::new(),
             next_send: 0,
             subscribing: None,
@@ -373,11 +457,14 @@ impl Session {
         let Phase::Authenticating {
             version,
             client_heartbeat,
+            ref login,
+            ref nickname,
             ..
         } = self.phase
         else {
             return;
         };
+        let (login, nickname) = (login.clone(), nickname.clone());
         let authenticated = match result {
             Ok(authenticated) => authenticated,
             Err(why) => {
@@ -401,8 +488,10 @@ impl Session {
         if let Caller::User(identity) = authenticated.caller.as_ref() {
             connected = connected.with_header("user-name", identity.user.to_string());
         }
+        let member = Member::of(&authenticated.caller, login.as_deref(), nickname.as_deref());
         self.phase = Phase::Connected {
             heartbeat: HeartBeatMonitor::new(negotiated, now, self.config.heartbeat_grace),
+            member,
             caller: authenticated.caller,
             expires_at: authenticated.expires_at,
             last_input: now,
@@ -418,8 +507,10 @@ impl Session {
         };
         match result {
             Ok(()) => {
-                self.subscriptions
-                    .insert(pending.id, Target::Room(pending.room));
+                self.subscriptions.insert(pending.id, pending.target);
+                if let Target::Room(room) = pending.target {
+                    self.room_subscription_opened(room);
+                }
                 self.notes.push_back(Note::SubscriptionOpened);
                 // The RECEIPT says "subscribed"; a resume's history follows it.
                 self.receipt(pending.receipt.as_deref());
@@ -448,7 +539,11 @@ impl Session {
         let mut ended: Vec<Arc<str>> = self
             .subscriptions
             .iter()
-            .filter(|(_, target)| matches!(target, Target::Room(r) if *r == room))
+            .filter(|(_, target)| match target {
+                Target::Room(r) => *r == room,
+                Target::Watch(topic) => topic.room() == Some(room),
+                Target::Errors => false,
+            })
             .map(|(id, _)| id.clone())
             .collect();
         if ended.is_empty() {
@@ -456,15 +551,10 @@ impl Session {
         }
         ended.sort();
         for id in &ended {
-            self.subscriptions.remove(id);
-            self.notes.push_back(Note::SubscriptionClosed);
-            self.actions.push_back(Action::Unsubscribe {
-                key: SubscriptionKey {
-                    connection: self.connection,
-                    id: id.clone(),
-                },
-                room,
-            });
+            if let Some(target) = self.subscriptions.remove(id) {
+                self.notes.push_back(Note::SubscriptionClosed);
+                self.end_subscription(id.clone(), target);
+            }
         }
         let ids: Vec<&str> = ended.iter().map(AsRef::as_ref).collect();
         let error = AppError {
@@ -695,6 +785,8 @@ impl Session {
             deadline,
             version,
             client_heartbeat,
+            login: frame.header("login").map(str::to_owned),
+            nickname: frame.header("x-nickname").map(str::to_owned),
         };
         self.actions.push_back(Action::Authenticate { credential });
         Ok(())
@@ -742,13 +834,42 @@ impl Session {
             self.receipt(receipt);
             return Ok(());
         }
+        let topic = if destination == destination::READ_QUEUE {
+            match self.member() {
+                Some(member) => Some(Topic::Reads(member.user)),
+                None => {
+                    self.app_error(&identity_required(), receipt);
+                    return Ok(());
+                }
+            }
+        } else {
+            destination::parse_presence(destination)
+                .map(Topic::Presence)
+                .or_else(|| destination::parse_typing(destination).map(Topic::Typing))
+        };
+        if let Some(topic) = topic {
+            self.subscribing = Some(PendingSubscribe {
+                id: id.clone(),
+                target: Target::Watch(topic),
+                receipt: receipt.map(str::to_owned),
+            });
+            let key = SubscriptionKey {
+                connection: self.connection,
+                id,
+            };
+            self.actions.push_back(Action::Watch { key, topic });
+            return Ok(());
+        }
         let Some(room) = destination::parse_room(destination) else {
             let error = AppError {
                 code: "UNKNOWN_DESTINATION",
                 message: format!(
-                    "cannot subscribe to {destination:?}: use {}{{roomId}} or {}",
-                    destination::ROOM_PREFIX,
-                    destination::ERRORS
+                    "cannot subscribe to {destination:?}: use {p}{{roomId}}, {p}{{roomId}}{}, {p}{{roomId}}{}, {} or {}",
+                    destination::PRESENCE_SUFFIX,
+                    destination::TYPING_SUFFIX,
+                    destination::ERRORS,
+                    destination::READ_QUEUE,
+                    p = destination::ROOM_PREFIX,
                 ),
             };
             self.app_error(&error, receipt);
@@ -772,7 +893,7 @@ impl Session {
         };
         self.subscribing = Some(PendingSubscribe {
             id,
-            room,
+            target: Target::Room(room),
             receipt: receipt.map(str::to_owned),
         });
         self.actions.push_back(Action::Subscribe {
@@ -787,26 +908,7 @@ impl Session {
         let id = required(frame, "id")?;
         if let Some((id, target)) = self.subscriptions.remove_entry(id) {
             self.notes.push_back(Note::SubscriptionClosed);
-            match target {
-                Target::Room(room) => self.actions.push_back(Action::Unsubscribe {
-                    key: SubscriptionKey {
-                        connection: self.connection,
-                        id,
-                    },
-                    room,
-                }),
-                Target::Errors => {
-                    // Errors go to the newest errors subscription; ending an older one
-                    // changes nothing, ending that one hands them to another if any.
-                    if self.errors_subscription.as_ref() == Some(&id) {
-                        self.errors_subscription = self
-                            .subscriptions
-                            .iter()
-                            .find(|(_, target)| matches!(target, Target::Errors))
-                            .map(|(other, _)| other.clone());
-                    }
-                }
-            }
+            self.end_subscription(id, target);
         }
         self.receipt(frame.header("receipt"));
         Ok(())
@@ -822,12 +924,19 @@ impl Session {
             receipt: frame.header("receipt").map(str::to_owned),
             outcome: None,
         };
-        if destination != destination::SEND {
+        if destination == destination::TYPING_SEND || destination == destination::READ_SEND {
+            match self.signal_action(id, destination, &frame.body) {
+                Ok(action) => self.actions.push_back(action),
+                Err(error) => send.outcome = Some(Err(error)),
+            }
+        } else if destination != destination::SEND {
             send.outcome = Some(Err(AppError {
                 code: "UNKNOWN_DESTINATION",
                 message: format!(
-                    "cannot send to {destination:?}: chat messages go to {}",
-                    destination::SEND
+                    "cannot send to {destination:?}: chat messages go to {}, typing to {}, read cursors to {}",
+                    destination::SEND,
+                    destination::TYPING_SEND,
+                    destination::READ_SEND,
                 ),
             }));
         } else {
@@ -859,6 +968,102 @@ impl Session {
         self.sends.push_back(send);
         self.answer_sends();
         Ok(())
+    }
+
+    /// The typing or read-cursor SEND `body` names: what to do, or why not.
+    fn signal_action(
+        &self,
+        id: SendId,
+        destination: &str,
+        body: &[u8],
+    ) -> Result<Action, AppError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body {
+            chat_room_id: Option<i64>,
+            seq: Option<i64>,
+        }
+        let member = self.member().cloned().ok_or_else(identity_required)?;
+        let invalid = |e: ValidationError| AppError::from(ChatError::Invalid(e));
+        let body: Body = serde_json::from_slice(body)
+            .map_err(|e| invalid(ValidationError::InvalidJson(e.to_string())))?;
+        let room = RoomId(
+            body.chat_room_id
+                .ok_or_else(|| invalid(ValidationError::MissingField("chatRoomId")))?,
+        );
+        if destination == destination::TYPING_SEND {
+            return Ok(Action::Typing { id, member, room });
+        }
+        match body.seq {
+            None => Err(invalid(ValidationError::MissingField("seq"))),
+            Some(seq) if seq < 0 => Err(AppError {
+                code: "INVALID_SEQ",
+                message: "seq is a message's position in its room, 0 or more".to_owned(),
+            }),
+            Some(seq) => Ok(Action::Read {
+                id,
+                member,
+                room,
+                seq: Seq(seq),
+            }),
+        }
+    }
+
+    /// Who this session is for presence, typing and read cursors, once connected.
+    #[must_use]
+    pub fn member(&self) -> Option<&Member> {
+        match &self.phase {
+            Phase::Connected { member, .. } => member.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// A subscription was opened on `room`'s messages: the first one puts the
+    /// connection in the room.
+    fn room_subscription_opened(&mut self, room: RoomId) {
+        let count = self.rooms.entry(room).or_default();
+        *count += 1;
+        if *count == 1
+            && let Some(member) = self.member().cloned()
+        {
+            self.actions.push_back(Action::Enter { room, member });
+        }
+    }
+
+    /// What ending subscription `id` on `target` takes: the engine or the driver lets go
+    /// of it, the last one on a room takes the connection out of the room, and errors go
+    /// to another errors subscription if there is one.
+    fn end_subscription(&mut self, id: Arc<str>, target: Target) {
+        let key = SubscriptionKey {
+            connection: self.connection,
+            id: id.clone(),
+        };
+        match target {
+            Target::Room(room) => {
+                self.actions.push_back(Action::Unsubscribe { key, room });
+                if let Some(count) = self.rooms.get_mut(&room) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.rooms.remove(&room);
+                        if let Some(user) = self.member().map(|m| m.user) {
+                            self.actions.push_back(Action::Leave { room, user });
+                        }
+                    }
+                }
+            }
+            Target::Watch(topic) => self.actions.push_back(Action::Unwatch { key, topic }),
+            Target::Errors => {
+                // Errors go to the newest errors subscription; ending an older one
+                // changes nothing, ending that one hands them to another if any.
+                if self.errors_subscription.as_ref() == Some(&id) {
+                    self.errors_subscription = self
+                        .subscriptions
+                        .iter()
+                        .find(|(_, target)| matches!(target, Target::Errors))
+                        .map(|(other, _)| other.clone());
+                }
+            }
+        }
     }
 
     /// Answers the SENDs at the front whose outcome is known, then a DISCONNECT that waits
@@ -960,8 +1165,24 @@ impl Session {
     fn close(&mut self, reason: CloseReason) {
         if !self.closed {
             self.closed = true;
+            // The connection leaves every room it was in before it goes.
+            if let Some(user) = self.member().map(|m| m.user) {
+                let mut rooms: Vec<RoomId> = self.rooms.keys().copied().collect();
+                rooms.sort();
+                for room in rooms {
+                    self.actions.push_back(Action::Leave { room, user });
+                }
+            }
+            self.rooms.clear();
             self.actions.push_back(Action::Close(reason));
         }
+    }
+}
+
+fn identity_required() -> AppError {
+    AppError {
+        code: "IDENTITY_REQUIRED",
+        message: "this needs to know who you are: sign in with a token, or in open mode send CONNECT with a numeric `login` header (and optionally `x-nickname`)".to_owned(),
     }
 }
 

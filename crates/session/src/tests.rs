@@ -974,3 +974,240 @@ fn invalid_text_gets_an_error_and_a_close() {
             .is_some_and(|m| m.contains("UTF-8"))
     );
 }
+
+// --- presence, typing, read cursors ----------------------------------------------------
+
+/// Connected in open mode with CONNECT's `login` (and `x-nickname`).
+fn connected_as(login: &str, nickname: Option<&str>) -> Harness {
+    let mut h = Harness::new();
+    let mut headers = vec![("accept-version", "1.2"), ("login", login)];
+    if let Some(nickname) = nickname {
+        headers.push(("x-nickname", nickname));
+    }
+    h.input(&bytes(Command::Connect, &headers, ""));
+    h.authenticate(Ok(Caller::Open), None);
+    let _ = h.frames();
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "e"), ("destination", "/user/queue/errors")],
+        "",
+    ));
+    h
+}
+
+fn subscribe_room(h: &mut Harness, id: &str, room: i64) -> Vec<Action> {
+    h.input(&bytes(
+        Command::Subscribe,
+        &[
+            ("id", id),
+            ("destination", &format!("/topic/chatroom/{room}")),
+        ],
+        "",
+    ));
+    let _ = h.actions();
+    h.session.handle_subscribed(Ok(()));
+    h.actions()
+}
+
+fn member(user: i64, nickname: &str) -> crate::Member {
+    crate::Member {
+        user: SenderId(user),
+        nickname: nickname.into(),
+    }
+}
+
+#[test]
+fn a_connection_enters_a_room_with_its_first_subscription_and_leaves_with_its_last() {
+    let mut h = connected_as("7", Some("alice"));
+    let actions = subscribe_room(&mut h, "a", 5);
+    assert!(
+        matches!(actions.as_slice(), [Action::Enter { room: RoomId(5), member: m }] if *m == member(7, "alice")),
+        "{actions:?}"
+    );
+    // A second subscription to the same room is the same presence.
+    let actions = subscribe_room(&mut h, "b", 5);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Enter { .. })));
+    h.input(&bytes(Command::Unsubscribe, &[("id", "a")], ""));
+    assert!(
+        !h.actions()
+            .iter()
+            .any(|a| matches!(a, Action::Leave { .. }))
+    );
+    h.input(&bytes(Command::Unsubscribe, &[("id", "b")], ""));
+    let actions = h.actions();
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Leave {
+                room: RoomId(5),
+                user: SenderId(7)
+            }
+        )),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_closing_session_leaves_every_room_it_was_in_before_it_closes() {
+    let mut h = connected_as("7", None);
+    let _ = subscribe_room(&mut h, "a", 5);
+    let _ = subscribe_room(&mut h, "b", 6);
+    h.session.handle_client_closed();
+    let actions = h.actions();
+    let leaves: Vec<RoomId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Leave { room, .. } => Some(*room),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(leaves, [RoomId(5), RoomId(6)]);
+    assert!(matches!(actions.last(), Some(Action::Close(_))));
+}
+
+#[test]
+fn an_anonymous_open_session_watches_but_is_never_present_and_cannot_type_or_read() {
+    let mut h = Harness::with_errors();
+    let actions = subscribe_room(&mut h, "a", 5);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Enter { .. })));
+    // Not a number: another broker's user name, so still anonymous.
+    let mut named = connected_as("guest", None);
+    assert!(named.session.member().is_none());
+    let _ = named.frames();
+
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "p"), ("destination", "/topic/chatroom/5/presence")],
+        "",
+    ));
+    let actions = h.actions();
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [Action::Watch {
+                topic: crate::Topic::Presence(RoomId(5)),
+                ..
+            }]
+        ),
+        "{actions:?}"
+    );
+    h.session.handle_subscribed(Ok(()));
+    h.input(&bytes(
+        Command::Send,
+        &[("destination", "/app/chat.typing"), ("receipt", "t")],
+        r#"{"chatRoomId":5}"#,
+    ));
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "r"), ("destination", "/user/queue/read")],
+        "",
+    ));
+    let frames = h.frames();
+    assert_eq!(
+        error_codes(&frames),
+        ["IDENTITY_REQUIRED", "IDENTITY_REQUIRED"]
+    );
+}
+
+#[test]
+fn typing_and_read_sends_become_actions_answered_in_their_turn() {
+    let mut h = connected_as("7", Some("alice"));
+    h.input(&bytes(
+        Command::Send,
+        &[("destination", "/app/chat.typing"), ("receipt", "t")],
+        r#"{"chatRoomId":5}"#,
+    ));
+    h.input(&bytes(
+        Command::Send,
+        &[("destination", "/app/chat.read"), ("receipt", "r")],
+        r#"{"chatRoomId":5,"seq":42}"#,
+    ));
+    h.input(&bytes(
+        Command::Send,
+        &[("destination", "/app/chat.read"), ("receipt", "bad")],
+        r#"{"chatRoomId":5,"seq":-1}"#,
+    ));
+    let actions = h.actions();
+    let (typing, read) = match actions.as_slice() {
+        [
+            Action::Typing {
+                id: t,
+                member: m1,
+                room: RoomId(5),
+            },
+            Action::Read {
+                id: r,
+                member: m2,
+                room: RoomId(5),
+                seq: Seq(42),
+            },
+        ] if *m1 == member(7, "alice") && *m2 == member(7, "alice") => (*t, *r),
+        other => panic!("{other:?}"),
+    };
+    // The read is answered first; its RECEIPT still waits for the typing one.
+    h.session.handle_send_done(read, Ok(()));
+    assert!(receipts(&h.frames()).is_empty());
+    h.session.handle_send_done(typing, Ok(()));
+    let frames = h.frames();
+    assert_eq!(receipts(&frames), ["t", "r"]);
+    assert_eq!(error_codes(&frames), ["INVALID_SEQ"]);
+}
+
+#[test]
+fn the_read_queue_is_the_users_own_and_a_revocation_ends_that_rooms_watches() {
+    let mut h = Harness::new();
+    h.input(&bytes(Command::Connect, &[("accept-version", "1.2")], ""));
+    h.authenticate(
+        Ok(Caller::User(Identity {
+            user: SenderId(3),
+            nickname: Some("carol".into()),
+            admin: false,
+        })),
+        None,
+    );
+    let _ = h.frames();
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "r"), ("destination", "/user/queue/read")],
+        "",
+    ));
+    let actions = h.actions();
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [Action::Watch {
+                topic: crate::Topic::Reads(SenderId(3)),
+                ..
+            }]
+        ),
+        "{actions:?}"
+    );
+    h.session.handle_subscribed(Ok(()));
+    h.input(&bytes(
+        Command::Subscribe,
+        &[("id", "t"), ("destination", "/topic/chatroom/5/typing")],
+        "",
+    ));
+    let _ = h.actions();
+    h.session.handle_subscribed(Ok(()));
+    h.session.handle_revoked(RoomId(5));
+    let actions = h.actions();
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Unwatch {
+                topic: crate::Topic::Typing(RoomId(5)),
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+    assert!(!actions.iter().any(|a| matches!(
+        a,
+        Action::Unwatch {
+            topic: crate::Topic::Reads(_),
+            ..
+        }
+    )));
+    assert_eq!(h.session.subscription_count(), 1);
+}
