@@ -21,6 +21,7 @@ use crate::config::Settings;
 use crate::gateway::admission::Admission;
 use crate::gateway::hub::{Hub, HubConfig};
 use crate::gateway::revocations::Revocations;
+use crate::gateway::topics::Topics;
 use crate::gateway::{GatewayContext, Lifecycle};
 use crate::http::Surface;
 use crate::metrics::{MeasuredBus, MeasuredRepository, Metrics};
@@ -251,6 +252,11 @@ impl Application {
         )
         .with_read_cursors(adapters.cursors);
         let revocations = Arc::new(Revocations::new(service.clone()));
+        let topics = Topics::start(
+            adapters.bus.clone(),
+            Duration::from_millis(settings.presence_timeout_ms),
+            metrics.clone(),
+        );
         let (hub, hub_task) = Hub::spawn(
             adapters.repository.clone(),
             adapters.bus.clone(),
@@ -261,6 +267,7 @@ impl Application {
             },
             metrics.clone(),
             revocations.clone(),
+            topics.clone(),
         );
         let (shutdown_sender, shutdown) = watch::channel(false);
         let (stop_listening, listening_stopped) = watch::channel(false);
@@ -268,6 +275,7 @@ impl Application {
             service: service.clone(),
             hub,
             revocations,
+            topics,
             origins: OriginPolicy::new(
                 &settings.allowed_origins,
                 !matches!(auth.as_ref(), Authenticator::Open),

@@ -137,6 +137,12 @@ pub struct Settings {
     #[arg(long, env = "CHAT_RECONCILE_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub reconcile_interval_ms: u64,
 
+    /// Milliseconds after which an instance that stopped saying it is alive (it crashed, or
+    /// lost Redis) is forgotten by the others, and its users leave the rooms' presence.
+    /// Instances say so every quarter of it.
+    #[arg(long, env = "CHAT_PRESENCE_TIMEOUT_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(400..=600_000))]
+    pub presence_timeout_ms: u64,
+
     /// How many stored messages may wait to be published to the bus; when Redis is slow or
     /// down past that, publishes are dropped (other instances then catch up from the store).
     #[arg(long, env = "CHAT_PUBLISH_QUEUE", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]

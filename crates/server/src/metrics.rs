@@ -58,6 +58,15 @@ pub(crate) struct Metrics {
     pub(crate) gap_backfills: Counter,
     /// Stored messages not handed to the bus because its queue was full.
     pub(crate) publish_dropped: Counter,
+    /// Presence signals not published because their queue was full (healed by resync).
+    pub(crate) presence_gossip_dropped: Counter,
+    /// Other instances this one hears presence from.
+    pub(crate) presence_instances: Gauge,
+    /// Joins and leaves this instance's presence saw (all rooms, watched or not).
+    pub(crate) presence_joins: Counter,
+    pub(crate) presence_leaves: Counter,
+    /// Typing events sent on by this instance (after the one-per-second rule).
+    pub(crate) typing_sent: Counter,
     /// Messages the store holds that this instance had not delivered, at the last check.
     pub(crate) fanout_lag: Gauge,
     /// Reconciliations that found messages the bus never brought.
@@ -99,6 +108,11 @@ impl Metrics {
             bus_unconfirmed_dropped: Counter::default(),
             gap_backfills: Counter::default(),
             publish_dropped: Counter::default(),
+            presence_gossip_dropped: Counter::default(),
+            presence_instances: Gauge::default(),
+            presence_joins: Counter::default(),
+            presence_leaves: Counter::default(),
+            typing_sent: Counter::default(),
             fanout_lag: Gauge::default(),
             reconciliations_found: Counter::default(),
         };
@@ -167,6 +181,31 @@ impl Metrics {
             "chat_publish_dropped",
             "Stored messages not published because the publish queue was full (the bus was slow or down); other instances fetch them from the store",
             metrics.publish_dropped.clone(),
+        );
+        r.register(
+            "chat_presence_gossip_dropped",
+            "Presence signals dropped because their publish queue was full (other instances resynchronise)",
+            metrics.presence_gossip_dropped.clone(),
+        );
+        r.register(
+            "chat_presence_instances",
+            "Other instances this one hears presence from",
+            metrics.presence_instances.clone(),
+        );
+        r.register(
+            "chat_presence_joins",
+            "Users whose first connection joined a room, as this instance saw it",
+            metrics.presence_joins.clone(),
+        );
+        r.register(
+            "chat_presence_leaves",
+            "Users whose last connection left a room (or whose instance timed out), as this instance saw it",
+            metrics.presence_leaves.clone(),
+        );
+        r.register(
+            "chat_typing_sent",
+            "Typing events this instance published (at most one per user and room per second)",
+            metrics.typing_sent.clone(),
         );
         r.register(
             "chat_fanout_lag_messages",

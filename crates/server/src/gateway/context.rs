@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 use super::admission::Admission;
 use super::hub::HubHandle;
 use super::revocations::Revocations;
+use super::topics::Topics;
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
@@ -24,6 +25,8 @@ pub(crate) struct GatewayContext {
     pub(crate) service: ChatService,
     pub(crate) hub: HubHandle,
     pub(crate) revocations: Arc<Revocations>,
+    /// Presence, typing and per-user queues.
+    pub(crate) topics: Arc<Topics>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) origins: OriginPolicy,
     pub(crate) session: SessionConfig,

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::hub::{ConnectionId, Hub, HubConfig, HubHandle, Outbound, Outbox, SubscriptionKey};
 use super::revocations::Revocations;
+use super::topics::Topics;
 use crate::metrics::Metrics;
 
 /// A small deterministic generator (SplitMix64): the schedule must replay from its seed.
@@ -143,7 +144,7 @@ impl MessageBus for WireEnd {
     async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
         let ends = self.wire.ends.lock().unwrap();
         for to in ends.iter().flat_map(|end| end.subscriptions.iter()) {
-            self.wire.deliver_later(to, BusEvent::Control(*event));
+            self.wire.deliver_later(to, BusEvent::Control(event.clone()));
         }
         Ok(())
     }
@@ -320,6 +321,8 @@ async fn run_schedule(
             end.clone(),
         );
         let revocations = Arc::new(Revocations::new(service.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let topics = Topics::start(end.clone(), Duration::from_secs(20), metrics.clone());
         let (hub, _task) = Hub::spawn(
             store.clone(),
             end,
@@ -328,8 +331,9 @@ async fn run_schedule(
                 held_limit: 100_000,
                 reconcile_every: Duration::from_millis(500),
             },
-            Arc::new(Metrics::new()),
+            metrics,
             revocations,
+            topics,
         );
         instances.push(Instance { hub, service });
     }

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::revocations::Revocations;
+use super::topics::Topics;
 use crate::metrics::Metrics;
 
 pub(crate) use chat_domain::{ConnectionId, SubscriptionKey};
@@ -71,7 +72,7 @@ impl Outbox {
         (Arc::new(outbox), receiver)
     }
 
-    fn deliver(&self, item: Outbound) {
+    pub(crate) fn deliver(&self, item: Outbound) {
         let bytes = item.bytes();
         if self.queued_bytes.load(Ordering::Relaxed) + bytes > self.max_bytes {
             self.evict(DisconnectReason::SlowConsumer);
@@ -226,6 +227,7 @@ impl Hub {
         config: HubConfig,
         metrics: Arc<Metrics>,
         revocations: Arc<Revocations>,
+        topics: Arc<Topics>,
     ) -> (HubHandle, tokio::task::JoinHandle<()>) {
         let shards = default_shards();
         let engine_config = EngineConfig {
@@ -253,7 +255,7 @@ impl Hub {
             senders.push(commands);
         }
         let weak = senders.iter().map(|s| s.downgrade()).collect();
-        let task = tokio::spawn(dispatch(events, bus, weak, revocations));
+        let task = tokio::spawn(dispatch(events, bus, weak, revocations, topics));
         (
             HubHandle {
                 shards: senders.into(),
@@ -263,16 +265,18 @@ impl Hub {
     }
 }
 
-/// Routes bus events to the shards and control events to the revocations, and
-/// resubscribes when the bus stream ends. Holds the shards only weakly: they stop when the
+/// Routes bus events to the shards and control events to the revocations and the topics
+/// (presence, typing, per-user queues), and resubscribes when the bus stream ends. Holds the shards only weakly: they stop when the
 /// last handle is gone.
 async fn dispatch(
     mut events: BusEvents,
     bus: Arc<dyn MessageBus>,
     shards: Vec<mpsc::WeakUnboundedSender<Command>>,
     revocations: Arc<Revocations>,
+    topics: Arc<Topics>,
 ) {
     let to_all = |shards: &[mpsc::WeakUnboundedSender<Command>]| {
+        topics.handle_bus_gap();
         let revocations = revocations.clone();
         tokio::spawn(async move { revocations.handle_bus_gap().await });
         let mut alive = false;
@@ -291,6 +295,7 @@ async fn dispatch(
             .is_some_and(|shard| shard.send(Command::Message(message)).is_ok()),
             Some(BusEvent::Control(event)) => {
                 revocations.handle_control(&event);
+                topics.handle_control(&event);
                 true
             }
             Some(BusEvent::MayHaveMissedMessages) => to_all(&shards),

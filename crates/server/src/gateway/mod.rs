@@ -15,6 +15,7 @@ pub(crate) mod hub;
 pub(crate) mod revocations;
 mod session;
 pub(crate) mod sockjs;
+pub(crate) mod topics;
 
 pub(crate) use context::{GatewayContext, Lifecycle};
 

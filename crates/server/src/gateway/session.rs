@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_domain::{
-    Caller, ChatError, ChatMessageRequest, IdempotencyKey, Operation, RoomId, SenderId,
+    Caller, ChatError, ChatMessageRequest, ControlEvent, IdempotencyKey, Operation, RoomId,
+    SenderId, Seq,
 };
-use chat_session::{Action, Authenticated, CloseReason, Note, SendId, Session};
+use chat_session::{Action, Authenticated, CloseReason, Member, Note, SendId, Session, Topic};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper::upgrade::Upgraded;
@@ -85,6 +86,10 @@ struct Shell<W> {
     /// Where the revocations reach this session, and what it registered there.
     revoked: RevokedSender,
     watched: Vec<(RoomId, SenderId)>,
+    /// The topics this connection watches (presence, typing, its user's queues).
+    topics: Vec<Topic>,
+    /// The rooms this connection is in, for presence.
+    present: Vec<(RoomId, SenderId)>,
     /// SENDs per second this connection may make (`None`: unlimited).
     send_rate: Option<governor::DefaultDirectRateLimiter>,
 }
@@ -121,6 +126,8 @@ pub(crate) async fn run(
         caller: None,
         revoked,
         watched: Vec::new(),
+        topics: Vec::new(),
+        present: Vec::new(),
         send_rate,
     };
     let mut draining = false;
@@ -168,6 +175,11 @@ pub(crate) async fn run(
     };
     shell.context.hub.disconnect(connection);
     shell.context.revocations.forget(connection, &shell.watched);
+    shell.context.topics.forget(connection, &shell.topics);
+    // The session leaves its rooms as it closes; this only covers what it could not say.
+    for (room, user) in std::mem::take(&mut shell.present) {
+        shell.context.topics.leave(room, user);
+    }
     // Let already accepted SENDs finish storing before the socket goes: a message whose
     // RECEIPT could still be sent should not be cut off half-way.
     while let Some((id, result)) = shell.sends.next().await {
@@ -228,6 +240,32 @@ impl<W: Outgoing> Shell<W> {
                     );
                 }
                 Action::Unsubscribe { key, room } => self.context.hub.unsubscribe(key, room),
+                Action::Watch { key, topic } => {
+                    let answer = self.watch(key, topic).await;
+                    session.handle_subscribed(
+                        answer.map_err(|e| crate::incident::conceal(e, "a SUBSCRIBE")),
+                    );
+                }
+                Action::Unwatch { key, topic } => {
+                    self.context.topics.unwatch(key.connection, &key.id, topic);
+                }
+                Action::Enter { room, member } => {
+                    self.context.topics.enter(room, &member);
+                    self.present.push((room, member.user));
+                }
+                Action::Leave { room, user } => {
+                    if let Some(at) = self.present.iter().position(|p| *p == (room, user)) {
+                        self.present.swap_remove(at);
+                        self.context.topics.leave(room, user);
+                    }
+                }
+                Action::Typing { id, member, room } => self.start_typing(id, member, room),
+                Action::Read {
+                    id,
+                    member,
+                    room,
+                    seq,
+                } => self.start_read(id, &member, room, seq),
                 Action::Send {
                     id,
                     caller,
@@ -250,10 +288,42 @@ impl<W: Outgoing> Shell<W> {
         room: RoomId,
         resume_after: Option<chat_domain::Seq>,
     ) -> Result<(), ChatError> {
-        let caller = self
-            .caller
+        self.authorize_read(room).await?;
+        self.context
+            .hub
+            .subscribe(key, room, self.outbox.clone(), resume_after)
+            .await
+    }
+
+    /// A presence, typing or per-user subscription: the room's topics need read access
+    /// (and end with it, like the room's own subscriptions).
+    async fn watch(
+        &mut self,
+        key: super::hub::SubscriptionKey,
+        topic: Topic,
+    ) -> Result<(), ChatError> {
+        if let Some(room) = topic.room() {
+            self.authorize_read(room).await?;
+        }
+        self.context
+            .topics
+            .watch(key.connection, key.id, topic, self.outbox.clone());
+        if !self.topics.contains(&topic) {
+            self.topics.push(topic);
+        }
+        Ok(())
+    }
+
+    fn caller(&self) -> Arc<Caller> {
+        self.caller
             .clone()
-            .unwrap_or_else(|| Arc::new(Caller::Open));
+            .unwrap_or_else(|| Arc::new(Caller::Open))
+    }
+
+    /// Checks that the caller may read `room`, and registers what a removal from the
+    /// room's members must end.
+    async fn authorize_read(&mut self, room: RoomId) -> Result<(), ChatError> {
+        let caller = self.caller();
         let found = self
             .context
             .service
@@ -277,10 +347,65 @@ impl<W: Outgoing> Shell<W> {
                 .authorize(&caller, room, Operation::Read)
                 .await?;
         }
-        self.context
-            .hub
-            .subscribe(key, room, self.outbox.clone(), resume_after)
-            .await
+        Ok(())
+    }
+
+    /// Typing: checked like a send, then published at most once per second per user and
+    /// room (the rest are dropped without a word); never stored. The RECEIPT does not wait
+    /// for the bus.
+    fn start_typing(&self, id: SendId, member: Member, room: RoomId) {
+        let service = self.context.service.clone();
+        let topics = self.context.topics.clone();
+        let metrics = self.context.metrics.clone();
+        let caller = self.caller();
+        self.sends.push(Box::pin(async move {
+            let allowed = service.authorize(&caller, room, Operation::Write).await;
+            if allowed.is_ok() && topics.may_announce_typing(room, member.user) {
+                metrics.typing_sent.inc();
+                let bus = service.bus().clone();
+                tokio::spawn(async move {
+                    let event = ControlEvent::Typing {
+                        chat_room_id: room,
+                        user_id: member.user,
+                        nickname: member.nickname,
+                    };
+                    if let Err(error) = bus.publish_control(&event).await {
+                        tracing::debug!(%error, "a typing event was not published");
+                    }
+                });
+            }
+            let result = allowed
+                .map(|_| ())
+                .map_err(|e| crate::incident::conceal(e, "a typing SEND"));
+            (id, result)
+        }));
+    }
+
+    /// A read cursor: stored (in a batch with others), then every session of the user
+    /// hears it through the bus. Counted against the connection's SEND rate, since each
+    /// one is a write.
+    fn start_read(&self, id: SendId, member: &Member, room: RoomId, seq: Seq) {
+        if let Some(limiter) = &self.send_rate
+            && limiter.check().is_err()
+        {
+            let refused = Err(ChatError::RateLimited(format!(
+                "more than {} SENDs per second on this connection; slow down",
+                self.context.send_rate_per_sec
+            )));
+            self.sends.push(Box::pin(std::future::ready((id, refused))));
+            return;
+        }
+        let service = self.context.service.clone();
+        let caller = self.caller();
+        let user = member.user;
+        self.sends.push(Box::pin(async move {
+            let result = service
+                .mark_read(&caller, user, room, seq)
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::incident::conceal(e, "a read cursor"));
+            (id, result)
+        }));
     }
 
     /// session → service → store → bus, then the hub delivers it here in seq order.

@@ -3,6 +3,7 @@
 
 pub(crate) mod health;
 pub(crate) mod openapi;
+pub(crate) mod presence;
 pub(crate) mod rest;
 pub(crate) mod web;
 
@@ -39,6 +40,8 @@ pub(crate) fn routes(
     let cors = cors(&state.gateway.origins);
     let public = health::probes(state.clone())
         .or(rest::routes(state.clone()))
+        .unify()
+        .or(presence::routes(state.clone()))
         .unify()
         .or(openapi::route())
         .unify()
