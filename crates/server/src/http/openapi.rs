@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
-use super::{health, rest, web};
+use super::{health, presence, rest, web};
 
 /// The document, built once.
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
@@ -39,6 +39,8 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
         rest::get_member,
         rest::put_member,
         rest::delete_member,
+        rest::my_rooms,
+        presence::room_presence,
         health::live,
         health::ready,
         health::details,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chat_domain::{
     Caller, ChatError, ChatMessagePublish, ChatMessageRequest, HistoryQuery, IdempotencyKey,
-    Operation, Room, RoomId, RoomListLimit, RoomListQuery, SenderId, ValidationError, Visibility,
+    MyRoom, Operation, Room, RoomId, RoomListLimit, RoomListQuery, SenderId, ValidationError,
+    Visibility,
 };
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,30 @@ impl From<Room> for RoomBody {
             last_seq: room.last_seq.0,
             visibility: room.visibility.as_str(),
             owner_id: room.owner.map(SenderId::get),
+        }
+    }
+}
+
+/// One of the caller's rooms, with how far they have read it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = MyRoom)]
+pub(crate) struct MyRoomBody {
+    #[serde(flatten)]
+    room: RoomBody,
+    /// The caller's read cursor: the seq of the last message they have read (0: none).
+    /// It never moves backwards and never passes `lastSeq`.
+    last_read_seq: i64,
+    /// Messages after the cursor: `lastSeq − lastReadSeq`, never negative.
+    unread: i64,
+}
+
+impl From<MyRoom> for MyRoomBody {
+    fn from(mine: MyRoom) -> Self {
+        Self {
+            last_read_seq: mine.last_read_seq.get(),
+            unread: mine.unread,
+            room: RoomBody::from(mine.room),
         }
     }
 }
@@ -121,7 +146,7 @@ fn json_body() -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection
 
 /// The caller of an API request: `Authorization: Bearer` verified in jwt mode (401
 /// problem+json without a valid one), [`Caller::Open`] in open mode.
-fn authenticate(
+pub(crate) fn authenticate(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Caller,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
@@ -142,7 +167,7 @@ fn authenticate(
 }
 
 /// The errors every endpoint may answer with, as problem+json.
-const PROBLEM: &str = "application/problem+json";
+pub(crate) const PROBLEM: &str = "application/problem+json";
 
 pub(crate) fn routes(
     state: Arc<AppState>,
@@ -153,6 +178,7 @@ pub(crate) fn routes(
     let room = warp::path!("api" / "chatrooms" / i64);
     let messages = warp::path!("api" / "chatrooms" / i64 / "messages");
     let member = warp::path!("api" / "chatrooms" / i64 / "members" / i64);
+    let my_rooms_path = warp::path!("api" / "me" / "rooms");
     let query = warp::query::<HashMap<String, String>>;
     let create_room = rooms
         .and(warp::post())
@@ -197,9 +223,15 @@ pub(crate) fn routes(
         .then(put_member);
     let delete_member = member
         .and(warp::delete())
-        .and(caller)
-        .and(state)
+        .and(caller.clone())
+        .and(state.clone())
         .then(delete_member);
+    let my_rooms = my_rooms_path
+        .and(warp::get())
+        .and(caller)
+        .and(query())
+        .and(state)
+        .then(my_rooms);
     create_room
         .or(list_rooms)
         .unify()
@@ -214,6 +246,8 @@ pub(crate) fn routes(
         .or(put_member)
         .unify()
         .or(delete_member)
+        .unify()
+        .or(my_rooms)
         .unify()
 }
 
@@ -578,6 +612,77 @@ fn not_a_member(room: i64, user: i64) -> Response {
         "NOT_A_MEMBER",
         &format!("user {user} is not a member of room {room}"),
     )
+}
+
+/// The caller's rooms (those they have read, are a member of, or own, and may still
+/// read) with their read cursor and exact unread count, by id, a page at a time; a full
+/// page carries a `Link` header (`rel="next"`) to the next one.
+#[utoipa::path(
+    get,
+    path = "/api/me/rooms",
+    tag = "rooms",
+    params(
+        ("afterId" = Option<i64>, Query, description = "Only rooms with a larger id (the last id of the previous page)"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 200 (default 50)", minimum = 1, maximum = 200),
+        ("userId" = Option<i64>, Query, description = "Whose rooms: required in open mode (CHAT_AUTH=none), where nobody is signed in; with a token it defaults to the token's user, and only admins may name another"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of the caller's rooms, by id", body = Vec<MyRoomBody>,
+            headers(("link" = String, description = "`</api/me/rooms?afterId=N&limit=M>; rel=\"next\"` when the page is full"))),
+        (status = 400, description = "A query parameter is not an integer (`INVALID_QUERY`), out of range (`INVALID_PAGINATION`), or `userId` missing in open mode (`MISSING_USER_ID`)", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "jwt mode without a valid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Another user's rooms without the admin role (`FORBIDDEN`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn my_rooms(
+    caller: Caller,
+    params: HashMap<String, String>,
+    state: Arc<AppState>,
+) -> Response {
+    let query = match room_list_query(&params) {
+        Ok(query) => query,
+        Err(error) => return error.into_response(),
+    };
+    let named = match integer(&params, "userId") {
+        Ok(named) => named.map(SenderId),
+        Err(error) => return error.into_response(),
+    };
+    let user = match (&caller, named) {
+        (_, Some(user)) => user,
+        (Caller::User(identity), None) => identity.user,
+        (Caller::Open, None) => {
+            return problem::response(
+                StatusCode::BAD_REQUEST,
+                "MISSING_USER_ID",
+                "this server runs without sign-in (CHAT_AUTH=none): say whose rooms with ?userId=<id>",
+            );
+        }
+    };
+    match state.service.my_rooms(&caller, user, query).await {
+        Ok(rooms) => {
+            let next = (rooms.len() >= query.limit.get() as usize)
+                .then(|| rooms.last().map(|mine| mine.room.id))
+                .flatten();
+            let body: Vec<MyRoomBody> = rooms.into_iter().map(MyRoomBody::from).collect();
+            let mut response = json(StatusCode::OK, &body);
+            if let Some(last) = next {
+                let user_part = named.map_or_else(String::new, |user| format!("&userId={user}"));
+                let link = format!(
+                    "</api/me/rooms?afterId={last}&limit={}{user_part}>; rel=\"next\"",
+                    query.limit.get()
+                );
+                if let Ok(value) = warp::http::HeaderValue::from_str(&link) {
+                    response
+                        .headers_mut()
+                        .insert(warp::http::header::LINK, value);
+                }
+            }
+            response
+        }
+        Err(error) => problem::from_chat_error(&error),
+    }
 }
 
 /// The page as a JSON array (what the seed's front end reads), with a `Link` to the next
