@@ -888,6 +888,67 @@ pub mod control {
             }
         }
     }
+
+    /// Every kind of control event (read cursors, typing, each presence signal, and a
+    /// presence state part as large as one can be) arrives intact, in the order one
+    /// publisher sent them: presence relies on that order.
+    pub async fn every_kind_of_control_event_arrives_whole_and_in_order(bus: &dyn MessageBus) {
+        use crate::{InstanceId, PresenceEntry, PresenceSignal, Seq};
+        let mut events = bus.subscribe().await.unwrap();
+        let longest = "ñ".repeat(crate::SenderNickname::MAX_CHARS);
+        let entry = |user: i64| PresenceEntry {
+            chat_room_id: RoomId(1),
+            user_id: SenderId(user),
+            nickname: longest.clone(),
+            connections: 3,
+        };
+        let sent = vec![
+            ControlEvent::ReadCursor {
+                chat_room_id: RoomId(1),
+                user_id: SenderId(2),
+                last_read_seq: Seq(40),
+            },
+            ControlEvent::Typing {
+                chat_room_id: RoomId(1),
+                user_id: SenderId(2),
+                nickname: longest.clone(),
+            },
+            ControlEvent::Presence(PresenceSignal::PresenceResync {
+                from: InstanceId(u64::MAX),
+                target: None,
+            }),
+            ControlEvent::Presence(PresenceSignal::PresenceState {
+                instance: InstanceId(u64::MAX),
+                version: 9,
+                part: 0,
+                parts: 1,
+                entries: (0..i64::try_from(PresenceSignal::MAX_ENTRIES_PER_PART).unwrap())
+                    .map(|user| entry(i64::MAX - user))
+                    .collect(),
+            }),
+            ControlEvent::Presence(PresenceSignal::PresenceChange {
+                instance: InstanceId(u64::MAX),
+                version: 10,
+                entry: entry(5),
+            }),
+            ControlEvent::Presence(PresenceSignal::PresenceAlive {
+                instance: InstanceId(u64::MAX),
+                version: 10,
+            }),
+        ];
+        for event in &sent {
+            bus.publish_control(event).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            match events.next().await.expect("the subscription ended") {
+                BusEvent::Control(event) => got.push(event),
+                BusEvent::MayHaveMissedMessages | BusEvent::MayHaveMissedRoom(_) => {}
+                BusEvent::Message(message) => panic!("a message arrived: {message:?}"),
+            }
+        }
+        assert_eq!(got, sent);
+    }
 }
 
 /// Generates one `#[tokio::test]` per membership contract check; the fixture must be
@@ -1026,6 +1087,7 @@ macro_rules! bus_contract_tests {
             MessageBus,
             $make,
             a_control_event_reaches_every_subscriber,
+            every_kind_of_control_event_arrives_whole_and_in_order,
         );
     };
 }
