@@ -336,3 +336,61 @@ async fn with_tokens_the_list_is_the_callers_and_a_removed_member_loses_the_priv
         "a removed member no longer sees {joined}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_burst_of_cursor_moves_is_batched_and_the_list_is_exact() {
+    let database = chat_test_support::postgres::fresh_database().await;
+    let store = Arc::new(
+        chat_adapters_postgres::PostgresRepository::connect(
+            chat_adapters_postgres::PostgresConfig::new(database.url()),
+        )
+        .await
+        .unwrap(),
+    );
+    let bus = Arc::new(InMemoryBus::new());
+    let adapters = Adapters {
+        repository: store.clone(),
+        members: store.clone(),
+        cursors: store.clone(),
+        bus: bus.clone(),
+    };
+    let app = spawn_app_with(adapters, test_settings()).await;
+    let service =
+        ChatService::new(store.clone(), store.clone(), bus).with_read_cursors(store.clone());
+    let room = store
+        .create_room(NewRoom::public(RoomName::parse("durable").unwrap()))
+        .await
+        .unwrap()
+        .id;
+    let appends = (0..1_000).map(|n| {
+        store.append(
+            NewChatMessage::try_from(ChatMessageRequest {
+                chat_room_id: Some(room),
+                sender_id: Some(SenderId(1)),
+                sender_nickname: Some("bot".into()),
+                content: Some(format!("message {n}")),
+                message_type: Some(MessageType::Text),
+            })
+            .unwrap(),
+        )
+    });
+    for stored in futures_util::future::join_all(appends).await {
+        stored.unwrap();
+    }
+    let before = store.cursor_writer_counts();
+    // 100 users read concurrently, each sending two receipts (one reordered, lower).
+    let receipts = (0..200).map(|n| {
+        let user = SenderId(100 + n / 2);
+        let seq = if n % 2 == 0 { Seq(700) } else { Seq(300) };
+        let service = &service;
+        async move { service.mark_read(&Caller::Open, user, room, seq).await }
+    });
+    for marked in futures_util::future::join_all(receipts).await {
+        assert!(marked.unwrap().last_read_seq <= Seq(700));
+    }
+    let statements = store.cursor_writer_counts().statements - before.statements;
+    assert!(statements < 50, "200 receipts took {statements} statements");
+    for user in [100, 150, 199] {
+        assert_eq!(counts(&app, user, room).await, (1_000, 700, 300));
+    }
+}
