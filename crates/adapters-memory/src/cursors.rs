@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use chat_domain::{
     MarkedRead, MyRoom, ReadCursors, RepositoryError, RoomId, RoomListQuery, SenderId, Seq,
-    Visibility,
 };
 
 use crate::InMemoryRepository;
@@ -63,9 +62,8 @@ impl ReadCursors for InMemoryRepository {
         Ok(ids
             .into_iter()
             .filter_map(|id| state.rooms.get(&id))
-            .filter(|stored| {
-                stored.room.visibility == Visibility::Public || state.may_read(&stored.room, user)
-            })
+            // A cursor outlives a membership; reading rights do not.
+            .filter(|stored| state.may_read(&stored.room, user))
             .take(limit)
             .map(|stored| {
                 let cursor = state

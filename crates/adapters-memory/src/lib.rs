@@ -1,4 +1,4 @@
-//! In-memory `MessageRepository` (with `RoomMembers`) and `MessageBus`: the embedded
+//! In-memory `MessageRepository` (with `RoomMembers` and `ReadCursors`) and `MessageBus`: the embedded
 //! default of a single instance and the test double of every other crate. Data is lost
 //! when the process exits.
 //!

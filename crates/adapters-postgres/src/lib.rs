@@ -1,7 +1,8 @@
 //! `MessageRepository` over PostgreSQL with diesel-async: a deadpool pool whose every
 //! connection has connect and statement timeouts, embedded migrations applied at start-up
 //! under an advisory lock, gap-free per-room `seq` across processes, and group commit whose
-//! writers store a batch in one round trip on a tokio-postgres session of their own.
+//! writers store a batch in one round trip on a tokio-postgres session of their own; read
+//! cursors (`ReadCursors`) are coalesced by a writer of their own, one statement per burst.
 //!
 //! Nothing outside this crate sees a diesel or tokio-postgres type: start-up fails with a
 //! [`PostgresError`] an operator can act on, and the port returns the domain's
