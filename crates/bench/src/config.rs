@@ -198,6 +198,11 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["idle", "socketio", "raw_topic", "jwt_secret"])]
     pub presence: bool,
 
+    /// Presence mode without watching: each connection subscribes to its room only, no
+    /// watchers, no storm. The baseline (it also runs against a build without presence).
+    #[arg(long, requires = "presence")]
+    pub no_watch: bool,
+
     /// Presence mode: the Redis the servers use, for `INFO memory` before and after.
     #[arg(long)]
     pub redis_url: Option<String>,

@@ -58,7 +58,7 @@ pub struct ServerMemory {
 pub struct PresenceReport {
     /// `--label`.
     pub label: String,
-    /// Always `presence`.
+    /// `presence`, or `presence-no-watch` (`--no-watch`: room subscriptions only).
     pub mode: &'static str,
     /// Member connections asked for.
     pub connections: u64,
@@ -145,7 +145,11 @@ pub async fn run_presence(args: &BenchArgs) -> Result<PresenceReport, BenchError
     }
     let mut report = PresenceReport {
         label: args.label.clone(),
-        mode: "presence",
+        mode: if args.no_watch {
+            "presence-no-watch"
+        } else {
+            "presence"
+        },
         connections: args.connections as u64,
         rooms: args.rooms as u64,
         instances: args.urls.len() as u64,
@@ -169,6 +173,9 @@ pub async fn run_presence(args: &BenchArgs) -> Result<PresenceReport, BenchError
     let views = Arc::new(Mutex::new(Views::default()));
     let mut watchers = JoinSet::new();
     for (instance, url) in args.urls.iter().enumerate() {
+        if args.no_watch {
+            break;
+        }
         for chunk in room_ids.chunks(ROOMS_PER_WATCHER) {
             let connection = StompConnection::open(url, &options(args, None, 0)).await?;
             watchers.spawn(watch(connection, instance, chunk.to_vec(), views.clone()));
@@ -217,6 +224,16 @@ pub async fn run_presence(args: &BenchArgs) -> Result<PresenceReport, BenchError
         .zip(report.redis_used_memory_after_bytes)
         .filter(|_| report.open > 0)
         .map(|(b, a)| (a as f64 - b as f64) / report.open as f64);
+    if args.no_watch {
+        eprintln!(
+            "[presence] {} of {} connections open in {:.1}s (room subscriptions only)",
+            report.open, args.connections, report.connect_secs
+        );
+        report.dropped_while_held = dropped.load(Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        holders.abort_all();
+        return Ok(report);
+    }
     report.watched_right_before_storm = rooms_right(&views, &truth, args.urls.len());
     eprintln!(
         "[presence] {} of {} connections open in {:.1}s; {} of {} watched rooms right; storm next",
@@ -327,6 +344,7 @@ async fn open_members(
         let url = args.urls[instance_of(args, i)].clone();
         let room = room_ids[i % room_ids.len()];
         let options = options(args, Some(FIRST_USER + i as i64), i);
+        let watch = !args.no_watch;
         let permit = permits.clone().acquire_owned().await;
         attempts.spawn(async move {
             let _permit = permit;
@@ -334,9 +352,11 @@ async fn open_members(
             connection
                 .subscribe("room", &format!("/topic/chatroom/{room}"))
                 .await?;
-            connection
-                .subscribe("presence", &format!("/topic/chatroom/{room}/presence"))
-                .await?;
+            if watch {
+                connection
+                    .subscribe("presence", &format!("/topic/chatroom/{room}/presence"))
+                    .await?;
+            }
             Ok::<_, BenchError>(connection)
         });
     }
