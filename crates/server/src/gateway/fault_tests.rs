@@ -144,7 +144,8 @@ impl MessageBus for WireEnd {
     async fn publish_control(&self, event: &ControlEvent) -> Result<(), BusError> {
         let ends = self.wire.ends.lock().unwrap();
         for to in ends.iter().flat_map(|end| end.subscriptions.iter()) {
-            self.wire.deliver_later(to, BusEvent::Control(event.clone()));
+            self.wire
+                .deliver_later(to, BusEvent::Control(event.clone()));
         }
         Ok(())
     }
