@@ -559,6 +559,31 @@ async fn the_users_of_a_killed_instance_leave_within_30_seconds() {
         next_presence_event(&mut watcher, room, EVENT_WAIT).await,
         event("join", room, BOB, "bob")
     );
+    // Dave has a device on each instance: losing A costs him a connection, not his place.
+    const DAVE: i64 = 10;
+    let mut dave_a = session(&a, DAVE).await;
+    enter(&mut dave_a, room).await;
+    assert_eq!(
+        next_presence_event(&mut watcher, room, EVENT_WAIT).await,
+        event("join", room, DAVE, "user10")
+    );
+    let mut dave_b = session(&b, DAVE).await;
+    enter(&mut dave_b, room).await;
+    assert_presence(
+        &b,
+        room,
+        Some(CAROL),
+        &snapshot_of(
+            room,
+            &[
+                member(ALICE, "alice", 1),
+                member(BOB, "bob", 1),
+                member(DAVE, "user10", 2),
+            ],
+        ),
+        "before the SIGKILL",
+    )
+    .await;
 
     // A dies without a word: nothing tells B, so B must notice on its own.
     let killed_at = Instant::now();
@@ -572,11 +597,11 @@ async fn the_users_of_a_killed_instance_leave_within_30_seconds() {
     );
     eprintln!("the killed instance's user left after {took:?}");
 
-    // Bob, on the surviving instance, stays.
-    let only_bob = snapshot_of(room, &[member(BOB, "bob", 1)]);
-    assert_presence(&b, room, Some(CAROL), &only_bob, "after the SIGKILL").await;
+    // Bob, on the surviving instance, stays, and so does Dave, with one connection.
+    let survivors = snapshot_of(room, &[member(BOB, "bob", 1), member(DAVE, "user10", 1)]);
+    assert_presence(&b, room, Some(CAROL), &survivors, "after the SIGKILL").await;
     watcher.expect_silence(Duration::from_millis(500)).await;
-    drop(alice);
+    drop((alice, dave_a, dave_b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
