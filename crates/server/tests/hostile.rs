@@ -429,6 +429,59 @@ async fn five_hundred_sends_in_one_websocket_message_are_rate_limited() {
 }
 
 #[tokio::test]
+async fn typing_and_read_floods_count_against_the_send_rate() {
+    let app = app().await;
+    let room = app.create_room("keys").await;
+    let mut client = StompClient::open(&app.ws_url()).await;
+    client
+        .send(frame(
+            Command::Connect,
+            &[("accept-version", "1.2"), ("login", "7")],
+            "",
+        ))
+        .await;
+    assert_eq!(client.next_frame().await.command, Command::Connected);
+    client.subscribe("errors", "/user/queue/errors").await;
+    let mut burst = Vec::new();
+    for n in 0..100 {
+        let (destination, body) = if n % 2 == 0 {
+            ("/app/chat.typing", format!(r#"{{"chatRoomId":{room}}}"#))
+        } else {
+            (
+                "/app/chat.read",
+                format!(r#"{{"chatRoomId":{room},"seq":{n}}}"#),
+            )
+        };
+        let send = frame(
+            Command::Send,
+            &[("destination", destination), ("receipt", &format!("r{n}"))],
+            &body,
+        );
+        chat_stomp::encode(&send, &mut burst);
+    }
+    client.send_raw(burst).await;
+    let (mut receipts, mut limited) = (0, 0);
+    for _ in 0..100 {
+        let frame = client.next_frame().await;
+        match frame.command {
+            Command::Receipt => receipts += 1,
+            Command::Message => {
+                let body: Value = serde_json::from_slice(&frame.body).unwrap();
+                assert_eq!(body["code"], "RATE_LIMITED", "{body}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        (5..=7).contains(&receipts),
+        "{receipts} done (burst 5, 5/s)"
+    );
+    assert_eq!(receipts + limited, 100);
+    still_serves(&app).await;
+}
+
+#[tokio::test]
 async fn a_subscriber_that_stops_reading_is_disconnected_and_released() {
     let app = app_with(|s| s.send_rate = 0).await;
     let room = app.create_room("busy").await;

@@ -354,6 +354,9 @@ impl<W: Outgoing> Shell<W> {
     /// room (the rest are dropped without a word); never stored. The RECEIPT does not wait
     /// for the bus.
     fn start_typing(&self, id: SendId, member: Member, room: RoomId) {
+        if self.refused_over_rate(id) {
+            return;
+        }
         let service = self.context.service.clone();
         let topics = self.context.topics.clone();
         let metrics = self.context.metrics.clone();
@@ -382,17 +385,9 @@ impl<W: Outgoing> Shell<W> {
     }
 
     /// A read cursor: stored (in a batch with others), then every session of the user
-    /// hears it through the bus. Counted against the connection's SEND rate, since each
-    /// one is a write.
+    /// hears it through the bus.
     fn start_read(&self, id: SendId, member: &Member, room: RoomId, seq: Seq) {
-        if let Some(limiter) = &self.send_rate
-            && limiter.check().is_err()
-        {
-            let refused = Err(ChatError::RateLimited(format!(
-                "more than {} SENDs per second on this connection; slow down",
-                self.context.send_rate_per_sec
-            )));
-            self.sends.push(Box::pin(std::future::ready((id, refused))));
+        if self.refused_over_rate(id) {
             return;
         }
         let service = self.context.service.clone();
@@ -408,6 +403,24 @@ impl<W: Outgoing> Shell<W> {
         }));
     }
 
+    /// Every SEND (chat message, typing, read cursor) counts against the connection's
+    /// rate: each costs an access check and most a write. Over it, the SEND is answered
+    /// `RATE_LIMITED` in its turn and nothing is done.
+    fn refused_over_rate(&self, id: SendId) -> bool {
+        let Some(limiter) = &self.send_rate else {
+            return false;
+        };
+        if limiter.check().is_ok() {
+            return false;
+        }
+        let refused = Err(ChatError::RateLimited(format!(
+            "more than {} SENDs per second on this connection; slow down",
+            self.context.send_rate_per_sec
+        )));
+        self.sends.push(Box::pin(std::future::ready((id, refused))));
+        true
+    }
+
     /// session → service → store → bus, then the hub delivers it here in seq order.
     fn start_send(
         &self,
@@ -416,15 +429,7 @@ impl<W: Outgoing> Shell<W> {
         request: ChatMessageRequest,
         idempotency_key: Option<IdempotencyKey>,
     ) {
-        if let Some(limiter) = &self.send_rate
-            && limiter.check().is_err()
-        {
-            // Answered like any other failed send, in its turn: nothing is stored.
-            let refused = Err(ChatError::RateLimited(format!(
-                "more than {} SENDs per second on this connection; slow down",
-                self.context.send_rate_per_sec
-            )));
-            self.sends.push(Box::pin(std::future::ready((id, refused))));
+        if self.refused_over_rate(id) {
             return;
         }
         let service = self.context.service.clone();
