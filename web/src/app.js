@@ -17,6 +17,10 @@ const RETRYABLE = new Set(["RATE_LIMITED", "STORE_UNAVAILABLE", "STORE_OUTCOME_U
 /** ERROR close reasons that need a new token before reconnecting makes sense. */
 const NEEDS_TOKEN = new Set(["token_expired", "unauthenticated"]);
 const ROOM_POLL_MS = 15000;
+/** At most one typing SEND this often, however fast the keys go. */
+const TYPING_SEND_MS = 2000;
+/** How long "bob is typing…" stays after bob's last typing event. */
+const TYPING_SHOW_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -62,6 +66,8 @@ const state = {
   pendingByReceipt: new Map(),
   receiptCounter: 0,
   roomPoll: null,
+  /** When the last typing SEND went out (Date.now()), for the throttle. */
+  typingSentAt: 0,
 };
 
 // ---------------------------------------------------------------- connection status
@@ -197,6 +203,7 @@ function start(me) {
 function signOut() {
   stopClient();
   clearInterval(state.roomPoll);
+  if (state.room) clearTypers(state.room);
   state.me = null;
   state.room = null;
   state.rooms.clear();
@@ -209,6 +216,8 @@ function signOut() {
   $("message-list").replaceChildren();
   $("pending-list").replaceChildren();
   $("room-title").textContent = "Pick a room";
+  renderPresence(null);
+  renderTypers(null);
   document.body.classList.remove("in-room");
   setComposerEnabled(false);
   clearError();
@@ -256,7 +265,16 @@ function connect() {
     debug: () => {},
   });
   client.beforeConnect = () => {
-    client.connectHeaders = state.me && state.me.token ? { Authorization: `Bearer ${state.me.token}` } : {};
+    const me = state.me;
+    const headers = {};
+    if (me && me.token) headers.Authorization = `Bearer ${me.token}`;
+    // Who we are for presence and typing on an open server (a jwt server ignores both and
+    // takes the token's user): the same id the page sends messages as.
+    if (me && me.senderId != null) {
+      headers.login = String(me.senderId);
+      headers["x-nickname"] = me.nickname;
+    }
+    client.connectHeaders = headers;
   };
   client.onConnect = (frame) => onConnected(client, frame);
   client.onStompError = (frame) => onServerError(client, frame);
@@ -294,7 +312,11 @@ function onClosed(client) {
   if (client !== state.client) return;
   const wasUp = state.connected;
   state.connected = false;
-  if (state.room) state.room.subscription = null;
+  if (state.room) {
+    state.room.subscription = null;
+    state.room.presenceSubscription = null;
+    state.room.typingSubscription = null;
+  }
   // Receipts of this connection will never come: unanswered SENDs go again on the next.
   state.pendingByReceipt.clear();
   for (const item of state.pending.values()) item.receipt = null;
@@ -335,6 +357,9 @@ function onAppError(message) {
     return;
   }
   const receipt = error.receiptId;
+  // Presence and typing are extras: a refused typing SEND (RATE_LIMITED, say) or presence
+  // watch is not worth a banner; the room's own subscription reports what matters.
+  if (receipt && /^(typing|presence|typers)-/.test(receipt)) return;
   const item = receipt ? state.pendingByReceipt.get(receipt) : null;
   if (item) {
     state.pendingByReceipt.delete(receipt);
@@ -460,12 +485,16 @@ async function openRoom(roomId, restart = false) {
     $("message-input").focus();
     return;
   }
-  if (previous && previous.subscription) {
-    try {
-      previous.subscription.unsubscribe();
-    } catch {
-      // The connection is gone already.
+  if (previous) {
+    for (const subscription of [previous.subscription, previous.presenceSubscription, previous.typingSubscription]) {
+      if (!subscription) continue;
+      try {
+        subscription.unsubscribe();
+      } catch {
+        // The connection is gone already.
+      }
     }
+    clearTypers(previous);
   }
   const known = state.rooms.get(roomId);
   const room = {
@@ -477,8 +506,16 @@ async function openRoom(roomId, restart = false) {
     receipt: null,
     reachedStart: false,
     loadingOlder: false,
+    presenceSubscription: null,
+    typingSubscription: null,
+    /** Who is here, by user id (a string): { nickname }; null until the first snapshot. */
+    members: null,
+    /** Who is typing, by user id (a string): { nickname, timer }. */
+    typers: new Map(),
   };
   state.room = room;
+  renderPresence(room);
+  renderTypers(room);
   for (const button of $("room-list").querySelectorAll("[data-room-id]")) {
     if (Number(button.dataset.roomId) === roomId) button.setAttribute("aria-current", "true");
     else button.removeAttribute("aria-current");
@@ -530,6 +567,8 @@ function subscribeRoom(room) {
       if (message.chatRoomId !== room.id) return;
       const stick = nearBottom();
       addMessage(room, message);
+      // Their message is here: they are done typing it.
+      if (message.senderId != null) dropTyper(room, String(message.senderId));
       if (stick) scrollToBottom();
     },
     {
@@ -538,6 +577,137 @@ function subscribeRoom(room) {
       "x-resume-after": String(room.timeline.newest ?? 0),
     },
   );
+  // After the room itself, so that the snapshot counts us in.
+  const presence = `presence-${room.id}-${state.receiptCounter}`;
+  room.presenceSubscription = client.subscribe(
+    `/topic/chatroom/${room.id}/presence`,
+    (frame) => onPresence(room, frame),
+    { id: presence, receipt: presence },
+  );
+  const typers = `typers-${room.id}-${state.receiptCounter}`;
+  room.typingSubscription = client.subscribe(
+    `/topic/chatroom/${room.id}/typing`,
+    (frame) => onTyping(room, frame),
+    { id: typers, receipt: typers },
+  );
+}
+
+// ---------------------------------------------------------------- presence and typing
+
+/** Our user id as the server knows it for presence and typing, as a string. */
+function myUserId() {
+  if (state.verifiedUser) return state.verifiedUser;
+  return state.me && state.me.senderId != null ? String(state.me.senderId) : null;
+}
+
+function parseBody(frame) {
+  try {
+    const body = JSON.parse(frame.body);
+    return body && typeof body === "object" ? body : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A snapshot replaces the list (also after a reconnect); join and leave change it. */
+function onPresence(room, frame) {
+  if (state.room !== room) return;
+  const event = parseBody(frame);
+  if (!event) return;
+  if (event.type === "snapshot" && Array.isArray(event.members)) {
+    room.members = new Map(event.members.map((member) => [String(member.userId), { nickname: member.nickname }]));
+  } else if (event.type === "join" && room.members) {
+    room.members.set(String(event.userId), { nickname: event.nickname });
+  } else if (event.type === "leave" && room.members) {
+    room.members.delete(String(event.userId));
+    dropTyper(room, String(event.userId));
+  } else {
+    return;
+  }
+  renderPresence(room);
+}
+
+function renderPresence(room) {
+  const box = $("presence");
+  if (!room || !room.members) {
+    show(box, false);
+    $("presence-list").replaceChildren();
+    return;
+  }
+  const me = myUserId();
+  const members = [...room.members.entries()].sort(([a, x], [b, y]) => {
+    // Ourselves last; the others by name.
+    if ((a === me) !== (b === me)) return a === me ? 1 : -1;
+    return String(x.nickname).localeCompare(String(y.nickname));
+  });
+  $("presence-count").textContent = `${members.length} here:`;
+  $("presence-list").replaceChildren(
+    ...members.map(([userId, member]) =>
+      el(
+        "li",
+        { "data-testid": "presence-member", "data-user-id": userId, class: userId === me ? "you" : false },
+        String(member.nickname),
+        userId === me ? " (you)" : "",
+      ),
+    ),
+  );
+  show(box, true);
+}
+
+function onTyping(room, frame) {
+  if (state.room !== room) return;
+  const event = parseBody(frame);
+  if (!event || event.chatRoomId !== room.id || event.userId == null) return;
+  const userId = String(event.userId);
+  if (userId === myUserId()) return;
+  const known = room.typers.get(userId);
+  if (known) clearTimeout(known.timer);
+  room.typers.set(userId, {
+    nickname: String(event.nickname),
+    timer: setTimeout(() => dropTyper(room, userId), TYPING_SHOW_MS),
+  });
+  renderTypers(room);
+}
+
+function dropTyper(room, userId) {
+  const typer = room.typers.get(userId);
+  if (!typer) return;
+  clearTimeout(typer.timer);
+  room.typers.delete(userId);
+  if (state.room === room) renderTypers(room);
+}
+
+function clearTypers(room) {
+  for (const typer of room.typers.values()) clearTimeout(typer.timer);
+  room.typers.clear();
+}
+
+function renderTypers(room) {
+  const node = $("typing-indicator");
+  const names = room ? [...room.typers.values()].map((typer) => typer.nickname) : [];
+  let text = "";
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) text = `${names.length} people are typing…`;
+  node.textContent = text;
+  show(node, Boolean(text));
+}
+
+/** The input changed: tell the room we are typing, at most once every TYPING_SEND_MS. */
+function noteTyping() {
+  const room = state.room;
+  const client = state.client;
+  if (!room || !room.ready || !client || !state.connected) return;
+  if (!$("message-input").value.trim()) return;
+  const now = Date.now();
+  if (now - state.typingSentAt < TYPING_SEND_MS) return;
+  state.typingSentAt = now;
+  state.receiptCounter += 1;
+  client.publish({
+    destination: "/app/chat.typing",
+    headers: { receipt: `typing-${state.receiptCounter}`, "content-type": "application/json" },
+    body: JSON.stringify({ chatRoomId: room.id }),
+  });
 }
 
 function isMine(message) {
@@ -756,7 +926,10 @@ function wire() {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) sendMessage(event);
     if (event.key === "Escape") clearError();
   });
-  input.addEventListener("input", updateCounter);
+  input.addEventListener("input", () => {
+    updateCounter();
+    noteTyping();
+  });
   $("scroller").addEventListener("scroll", () => {
     if ($("scroller").scrollTop < 80) loadOlder();
   });

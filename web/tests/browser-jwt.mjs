@@ -57,7 +57,9 @@ await check("a message is stored as the token's user, sent without a senderId", 
     history.map((m) => [m.seq, m.senderId, m.senderNickname, m.content]),
     [[1, 7, "alice", "hello with a token"]],
   );
-  const send = alice.frames.find((frame) => frame.startsWith("SEND\n"));
+  const send = alice.frames.find(
+    (frame) => frame.startsWith("SEND\n") && frame.includes("\ndestination:/app/chat.sendMessage\n"),
+  );
   assert.ok(send && !send.includes("senderId"), `the SEND names no sender: ${send}`);
 });
 

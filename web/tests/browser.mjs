@@ -5,62 +5,18 @@
 // that each sees once, in seq order; a 5,000-character message shows the server's error
 // next to the input and nothing is stored; alice's dropped connection resumes without a
 // gap or a duplicate; scrolling up a room of 500 messages reaches seq 1. With --screenshots
-// it saves the page at 1280 and 375 px wide into that folder. Stops at the first failure
+// it saves alice's page (bob back in the room and typing) at 1280 and 375 px wide into that
+// folder. Stops at the first failure
 // (exit 1); prints "browser: N passed, N failed" at the end. crates/server/tests/browser.rs
 // runs it against a server of its own.
 import assert from "node:assert/strict";
-import net from "node:net";
 import path from "node:path";
-import { WAIT, serverUrl, shown, signIn, startBrowser, tid } from "./harness.mjs";
+import { WAIT, relay, serverUrl, shown, signIn, startBrowser, tid } from "./harness.mjs";
 
 const base = serverUrl("node web/tests/browser.mjs <server URL, e.g. http://127.0.0.1:8080> [--screenshots DIR]");
 const shotsFlag = process.argv.indexOf("--screenshots");
 const shots = shotsFlag > 0 ? path.resolve(process.argv[shotsFlag + 1]) : null;
 const { check, person, problems, onFinish, finish } = await startBrowser("browser");
-
-/**
- * A TCP relay in front of the server, so that a test can drop a page's connections (HTTP
- * and WebSocket alike) and refuse new ones for a while, as a network blip would.
- */
-async function relay(target) {
-  const { hostname, port } = new URL(target);
-  const open = new Set();
-  const state = { refusing: false };
-  const server = net.createServer((client) => {
-    if (state.refusing) return client.destroy();
-    const upstream = net.connect(Number(port), hostname);
-    const pair = [client, upstream];
-    open.add(pair);
-    const end = () => {
-      open.delete(pair);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    /** Drops every connection and refuses new ones until `restore()`. */
-    cut() {
-      state.refusing = true;
-      for (const [client, upstream] of open) {
-        client.destroy();
-        upstream.destroy();
-      }
-      open.clear();
-    },
-    restore() {
-      state.refusing = false;
-    },
-    close() {
-      server.close();
-    },
-  };
-}
 
 async function historyOf(room) {
   const response = await fetch(`${base}/api/chatrooms/${room}/messages?limit=200`);
@@ -139,8 +95,10 @@ await check("each sees the other's message once, in seq order, sent with Enter",
       [2, "bob", "hi from bob"],
     ],
   );
-  // Every SEND carried a receipt and an idempotency key.
-  const sends = alice.frames.filter((frame) => frame.startsWith("SEND\n"));
+  // Every message SEND carried a receipt and an idempotency key (typing SENDs aside).
+  const sends = alice.frames.filter(
+    (frame) => frame.startsWith("SEND\n") && frame.includes("\ndestination:/app/chat.sendMessage\n"),
+  );
   assert.equal(sends.length, 1);
   assert.match(sends[0], /\nreceipt:send-\d+\n/);
   assert.match(sends[0], /\nx-idempotency-key:[0-9a-f-]{36}\n/);
@@ -189,7 +147,9 @@ await check("a dropped connection resumes: what was missed shows once, what was 
     assert.deepEqual(await shown(who.page), expected, `${who.name}'s page`);
   }
   assert.deepEqual((await historyOf(room)).map((m) => m.content), texts);
-  const resume = alice.frames.filter((frame) => frame.startsWith("SUBSCRIBE\n") && frame.includes("/topic/chatroom/"));
+  const resume = alice.frames.filter(
+    (frame) => frame.startsWith("SUBSCRIBE\n") && /\ndestination:\/topic\/chatroom\/\d+\n/.test(frame),
+  );
   assert.match(resume[resume.length - 1], /\nx-resume-after:2\n/);
 });
 
@@ -236,6 +196,11 @@ await check("scrolling up through a room of 500 messages loads every page back t
 if (shots) {
   await check(`screenshots at 1280 and 375 px wide in ${shots}`, async () => {
     const { page } = alice;
+    // bob is back in the room and typing: the pictures show the member list and the indicator.
+    await bob.page.locator(`${tid("room-list")} [data-room-id="${room}"]`).click();
+    await page.locator(`${tid("presence-member")}:has-text("bob")`).waitFor({ timeout: WAIT });
+    await bob.page.locator(tid("message-input")).fill("typing…");
+    await page.locator(`${tid("typing-indicator")}:has-text("bob is typing…")`).waitFor({ timeout: WAIT });
     await page.locator(tid("message-input")).press("Escape");
     await page.locator(tid("message-input")).fill("Enter sends; Shift+Enter starts a new line");
     await page.screenshot({ path: path.join(shots, "screenshot-1280.png") });

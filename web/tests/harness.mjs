@@ -1,6 +1,7 @@
 // What the browser tests share: Chromium launched as these machines allow, people (one
 // browser context each, with their page errors and sent WebSocket frames collected), and
 // numbered checks that stop at the first failure with what each page showed.
+import net from "node:net";
 import { chromium } from "playwright-core";
 
 export const WAIT = 10000;
@@ -102,4 +103,48 @@ export function serverUrl(usage) {
     process.exit(2);
   }
   return base.replace(/\/$/, "");
+}
+
+/**
+ * A TCP relay in front of the server, so that a test can drop a page's connections (HTTP
+ * and WebSocket alike) and refuse new ones for a while, as a network blip would.
+ */
+export async function relay(target) {
+  const { hostname, port } = new URL(target);
+  const open = new Set();
+  const state = { refusing: false };
+  const server = net.createServer((client) => {
+    if (state.refusing) return client.destroy();
+    const upstream = net.connect(Number(port), hostname);
+    const pair = [client, upstream];
+    open.add(pair);
+    const end = () => {
+      open.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    /** Drops every connection and refuses new ones until `restore()`. */
+    cut() {
+      state.refusing = true;
+      for (const [client, upstream] of open) {
+        client.destroy();
+        upstream.destroy();
+      }
+      open.clear();
+    },
+    restore() {
+      state.refusing = false;
+    },
+    close() {
+      server.close();
+    },
+  };
 }

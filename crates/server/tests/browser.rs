@@ -3,7 +3,9 @@
 //! server started here on its in-memory default. alice and bob chat in one room, a
 //! 5,000-character message is refused by the server and shown by the input, and a dropped
 //! connection resumes without a gap or a duplicate; in jwt mode (web/tests/browser-jwt.mjs)
-//! the page signs in with a token and sends as its user; without WebSocket in the browser
+//! the page signs in with a token and sends as its user; web/tests/browser-presence.mjs:
+//! alice, bob and carol see each other in the room's member list, alice sees "bob is
+//! typing…", and the list drops whoever closes the page; without WebSocket in the browser
 //! (web/tests/browser-sockjs.mjs) it chats over SockJS's HTTP transports. On two real
 //! instances behind nginx
 //! (web/tests/browser-cluster.mjs), bob's page loses its instance to SIGTERM and to SIGKILL
@@ -128,6 +130,21 @@ async fn without_websocket_in_the_browser_the_page_chats_over_sockjs() {
     assert!(
         output.status.success(),
         "the SockJS browser test failed:\n{report}"
+    );
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_who_is_in_the_room_and_who_is_typing() {
+    let chromium = chromium();
+    tokio::task::spawn_blocking(install_packages).await.unwrap();
+    let app = support::spawn_app().await;
+    let args = vec!["tests/browser-presence.mjs".to_owned(), app.http("")];
+    let output = node(args, &[("CHROMIUM", &chromium)]).await;
+    let report = report(&output);
+    assert!(
+        output.status.success(),
+        "the presence browser test failed:\n{report}"
     );
     assert!(report.contains(" passed, 0 failed"), "{report}");
 }
