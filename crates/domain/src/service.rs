@@ -360,8 +360,8 @@ impl ChatService {
     /// Moves `user`'s read cursor in `room` to `seq` (clamped to the room's newest seq,
     /// never backwards), if `caller` may read the room (and is `user`, unless an admin or
     /// in open mode). When the stored cursor advanced,
-    /// every instance hears [`ControlEvent::ReadCursor`]; a failed publish is logged and
-    /// does not undo the move (the stored cursor is what `my_rooms` reports).
+    /// every instance hears [`ControlEvent::ReadCursor`]; a failed publish does not undo
+    /// the move (the stored cursor is what `my_rooms` reports).
     ///
     /// # Errors
     /// [`ChatError::Invalid`] ([`ValidationError::NegativeReadSeq`]) for a negative seq;
