@@ -62,6 +62,8 @@ pub(crate) struct Metrics {
     pub(crate) presence_gossip_dropped: Counter,
     /// Other instances this one hears presence from.
     pub(crate) presence_instances: Gauge,
+    /// (room, user) presence entries held, of every instance.
+    pub(crate) presence_entries: Gauge,
     /// Joins and leaves this instance's presence saw (all rooms, watched or not).
     pub(crate) presence_joins: Counter,
     pub(crate) presence_leaves: Counter,
@@ -110,6 +112,7 @@ impl Metrics {
             publish_dropped: Counter::default(),
             presence_gossip_dropped: Counter::default(),
             presence_instances: Gauge::default(),
+            presence_entries: Gauge::default(),
             presence_joins: Counter::default(),
             presence_leaves: Counter::default(),
             typing_sent: Counter::default(),
@@ -191,6 +194,11 @@ impl Metrics {
             "chat_presence_instances",
             "Other instances this one hears presence from",
             metrics.presence_instances.clone(),
+        );
+        r.register(
+            "chat_presence_entries",
+            "Presence entries (a user in a room through an instance) this instance holds, for every instance: about 100 bytes each",
+            metrics.presence_entries.clone(),
         );
         r.register(
             "chat_presence_joins",

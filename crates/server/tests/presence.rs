@@ -461,6 +461,11 @@ async fn presence_across_two_instances_with_a_second_device_and_rest() {
     for server in [&a, &b] {
         assert_presence(server, room, Some(CAROL), &both, "alice on A, bob on B").await;
     }
+    // What that costs each instance: both entries, its own and the other's.
+    for server in [&a, &b] {
+        let held = support::metric_at(&server.http("/metrics"), "chat_presence_entries").await;
+        assert_eq!(held, 2.0, "presence entries on {}", server.http(""));
+    }
 
     // Alice's second device, on the other instance: one member with two connections, and
     // no second join.

@@ -123,6 +123,8 @@ fn a_user_on_two_instances_is_one_member_with_two_connections() {
     for node in &c.nodes {
         assert_eq!(node.snapshot(ROOM), vec![member(7, "alice", 2)]);
     }
+    // Each node holds its own entry and the other's.
+    assert!(c.nodes.iter().all(|node| node.stats().entries == 2));
 
     // One device leaves: still present. The last one leaves: gone everywhere.
     c.nodes[0].handle_leave(ROOM, SenderId(7));

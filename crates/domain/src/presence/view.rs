@@ -92,6 +92,9 @@ pub struct PresenceStats {
     pub resyncs_requested: u64,
     /// Entries ignored because an instance claimed more than a real one could hold.
     pub entries_refused: u64,
+    /// (room, user) entries held for every instance, this one included: what presence
+    /// costs this instance in memory (about 100 bytes each).
+    pub entries: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -357,8 +360,10 @@ impl Presence {
     /// Counters for metrics.
     #[must_use]
     pub fn stats(&self) -> PresenceStats {
+        let remote: usize = self.remotes.values().map(|r| r.entries.len()).sum();
         PresenceStats {
             instances: self.remotes.len() as u64,
+            entries: (remote + self.local.len()) as u64,
             ..self.stats
         }
     }

@@ -282,6 +282,9 @@ impl Topics {
         self.metrics
             .presence_instances
             .set(i64::try_from(stats.instances).unwrap_or(i64::MAX));
+        self.metrics
+            .presence_entries
+            .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
     }
 
     fn announce(&self, state: &State, kind: &str, room: RoomId, user: SenderId, nickname: &str) {
