@@ -53,6 +53,23 @@ export class Api {
     return { rooms: data, more: Boolean(link && /rel="?next"?/.test(link)) };
   }
 
+  /**
+   * The user's rooms with `lastSeq`, `lastReadSeq` and `unread` (docs/protocol.md, section
+   * 8): the token's user in jwt mode; in open mode `userId` (the page's sender id) says who.
+   */
+  async myRooms(userId) {
+    const query = new URLSearchParams({ limit: "200" });
+    if (!this.token() && userId != null) query.set("userId", String(userId));
+    const { data } = await this.request("GET", `/api/me/rooms?${query}`);
+    return Array.isArray(data) ? data : [];
+  }
+
+  /** The first 200 rooms with their `lastSeq`: how the page sees activity in rooms not open. */
+  async roomActivity() {
+    const { data } = await this.request("GET", "/api/chatrooms?limit=200");
+    return Array.isArray(data) ? data : [];
+  }
+
   async createRoom(name, visibility) {
     const { data } = await this.request("POST", "/api/chatrooms", { name, visibility });
     return data;

@@ -21,6 +21,10 @@ const ROOM_POLL_MS = 15000;
 const TYPING_SEND_MS = 2000;
 /** How long "bob is typing…" stays after bob's last typing event. */
 const TYPING_SHOW_MS = 3000;
+/** At most one read-cursor SEND per room this often (later ones are coalesced). */
+const READ_SEND_MS = 1000;
+/** How often the rooms' lastSeq is asked for, for the unread badges of rooms not open. */
+const ACTIVITY_POLL_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -68,6 +72,13 @@ const state = {
   roomPoll: null,
   /** When the last typing SEND went out (Date.now()), for the throttle. */
   typingSentAt: 0,
+  /**
+   * Unread bookkeeping by room id: { lastSeq, lastReadSeq, cursorKnown, sentSeq, sentAt,
+   * timer }. lastSeq is the highest seq seen, lastReadSeq the read cursor (null: unknown);
+   * the badge shows lastSeq - lastReadSeq.
+   */
+  unread: new Map(),
+  activityPoll: null,
 };
 
 // ---------------------------------------------------------------- connection status
@@ -194,8 +205,10 @@ function start(me) {
   if (!resuming) {
     state.wasConnected = false;
     clearInterval(state.roomPoll);
+    clearInterval(state.activityPoll);
     loadRooms(true);
     state.roomPoll = setInterval(pollRooms, ROOM_POLL_MS);
+    state.activityPoll = setInterval(pollActivity, ACTIVITY_POLL_MS);
   }
   connect();
 }
@@ -203,6 +216,9 @@ function start(me) {
 function signOut() {
   stopClient();
   clearInterval(state.roomPoll);
+  clearInterval(state.activityPoll);
+  for (const cursor of state.unread.values()) clearTimeout(cursor.timer);
+  state.unread.clear();
   if (state.room) clearTypers(state.room);
   state.me = null;
   state.room = null;
@@ -301,7 +317,14 @@ function onConnected(client, frame) {
   setStatus(resumed ? "resumed" : "connected");
   // First, so that no error about what follows is dropped (docs/protocol.md, section 2).
   client.subscribe("/user/queue/errors", (message) => onAppError(message), { id: "errors" });
-  if (state.room && state.room.ready) subscribeRoom(state.room);
+  // Read cursors of all our sessions, then the counts as they are now (start-up and every
+  // reconnect: what was read elsewhere meanwhile is in them).
+  client.subscribe("/user/queue/read", (message) => onReadEvent(message), { id: "read" });
+  loadUnread();
+  if (state.room && state.room.ready) {
+    subscribeRoom(state.room);
+    markRead(state.room);
+  }
   // Whatever was sent but not confirmed goes again, with its key: stored at most once.
   for (const item of state.pending.values()) {
     if (item.state === "sending") publish(item);
@@ -359,7 +382,7 @@ function onAppError(message) {
   const receipt = error.receiptId;
   // Presence and typing are extras: a refused typing SEND (RATE_LIMITED, say) or presence
   // watch is not worth a banner; the room's own subscription reports what matters.
-  if (receipt && /^(typing|presence|typers)-/.test(receipt)) return;
+  if (receipt && /^(typing|presence|typers|read)-/.test(receipt)) return;
   const item = receipt ? state.pendingByReceipt.get(receipt) : null;
   if (item) {
     state.pendingByReceipt.delete(receipt);
@@ -405,18 +428,152 @@ function roomLabel(room) {
   return room.visibility === "private" ? `${room.name} (private)` : room.name;
 }
 
-function renderRoom(room) {
-  state.rooms.set(room.id, room);
+/**
+ * Adds a room to the list or updates it. `paging` false: the room came from elsewhere than
+ * the paged room listing (GET /api/me/rooms), so it does not move where the next page starts.
+ */
+function renderRoom(room, paging = true) {
+  state.rooms.set(room.id, { ...state.rooms.get(room.id), ...room });
   let item = $("room-list").querySelector(`[data-room-id="${room.id}"]`);
   if (!item) {
-    item = el("button", { type: "button", class: "room-button", "data-room-id": room.id });
+    item = el(
+      "button",
+      { type: "button", class: "room-button", "data-room-id": room.id },
+      el("span", { class: "room-name" }),
+      el("span", { class: "unread-badge", "data-testid": "unread-badge", hidden: true }),
+    );
     item.addEventListener("click", () => openRoom(room.id));
     $("room-list").append(el("li", {}, item));
   }
-  item.textContent = roomLabel(room);
+  item.querySelector(".room-name").textContent = roomLabel(room);
   if (state.room && state.room.id === room.id) item.setAttribute("aria-current", "true");
-  state.lastRoomId = Math.max(state.lastRoomId || 0, room.id);
+  if (paging) state.lastRoomId = Math.max(state.lastRoomId || 0, room.id);
   show($("rooms-empty"), false);
+  if (Number.isSafeInteger(room.lastSeq)) noteRoomSeq(room.id, room.lastSeq, true);
+  renderBadge(room.id);
+}
+
+// ---------------------------------------------------------------- unread counts
+
+function cursorOf(roomId) {
+  let cursor = state.unread.get(roomId);
+  if (!cursor) {
+    cursor = { lastSeq: null, lastReadSeq: null, cursorKnown: false, sentSeq: 0, sentAt: 0, timer: null };
+    state.unread.set(roomId, cursor);
+  }
+  return cursor;
+}
+
+/**
+ * The room has messages up to `seq`. `listed`: seen in a room listing, not as a message;
+ * a room whose read cursor we do not know then starts with no badge (its unread count is
+ * what arrives from now on).
+ */
+function noteRoomSeq(roomId, seq, listed = false) {
+  const cursor = cursorOf(roomId);
+  if (cursor.lastReadSeq == null && !cursor.cursorKnown) {
+    cursor.lastReadSeq = listed ? seq : Math.max(0, (cursor.lastSeq ?? seq - 1));
+  }
+  cursor.lastSeq = Math.max(cursor.lastSeq ?? 0, seq);
+  renderBadge(roomId);
+}
+
+/** The read cursor moved (never back: a lower value changes nothing). */
+function noteReadSeq(roomId, seq) {
+  const cursor = cursorOf(roomId);
+  cursor.lastReadSeq = cursor.cursorKnown ? Math.max(cursor.lastReadSeq ?? 0, seq) : seq;
+  cursor.cursorKnown = true;
+  renderBadge(roomId);
+}
+
+function unreadCount(roomId) {
+  const cursor = state.unread.get(roomId);
+  if (!cursor || cursor.lastSeq == null || cursor.lastReadSeq == null) return 0;
+  return Math.max(0, cursor.lastSeq - cursor.lastReadSeq);
+}
+
+function renderBadge(roomId) {
+  const badge = $("room-list").querySelector(`[data-room-id="${roomId}"] .unread-badge`);
+  if (!badge) return;
+  const count = unreadCount(roomId);
+  badge.textContent = count ? String(count) : "";
+  badge.setAttribute("aria-label", count === 1 ? "1 unread message" : `${count} unread messages`);
+  show(badge, count > 0);
+}
+
+/** GET /api/me/rooms: the server's counts, merged into the list (start-up and reconnect). */
+async function loadUnread() {
+  if (!state.api || !state.me) return;
+  let rooms;
+  try {
+    rooms = await state.api.myRooms(state.me.token ? null : state.me.senderId);
+  } catch {
+    // Badges are an extra: the room list says what matters.
+    return;
+  }
+  for (const room of rooms) {
+    if (!Number.isSafeInteger(room.id)) continue;
+    const cursor = cursorOf(room.id);
+    if (Number.isSafeInteger(room.lastSeq)) cursor.lastSeq = Math.max(cursor.lastSeq ?? 0, room.lastSeq);
+    if (Number.isSafeInteger(room.lastReadSeq)) noteReadSeq(room.id, room.lastReadSeq);
+    if (state.rooms.has(room.id)) renderBadge(room.id);
+    else renderRoom(room, false);
+  }
+}
+
+/** Activity in rooms not open: their lastSeq, a few seconds apart while the page is seen. */
+async function pollActivity() {
+  if (!state.api || document.hidden) return;
+  let rooms;
+  try {
+    rooms = await state.api.roomActivity();
+  } catch {
+    return;
+  }
+  for (const room of rooms) {
+    if (state.rooms.has(room.id) && Number.isSafeInteger(room.lastSeq)) noteRoomSeq(room.id, room.lastSeq, true);
+  }
+}
+
+function onReadEvent(message) {
+  const event = parseBody(message);
+  if (!event || !Number.isSafeInteger(event.chatRoomId) || !Number.isSafeInteger(event.lastReadSeq)) return;
+  noteReadSeq(event.chatRoomId, event.lastReadSeq);
+}
+
+/**
+ * The open room shows its newest message: move the read cursor there, at most one SEND per
+ * room every READ_SEND_MS (the newest seq when it goes), never to a lower seq than sent.
+ */
+function markRead(room) {
+  if (!room || state.room !== room || !room.ready || document.hidden) return;
+  const newest = room.timeline.newest;
+  const cursor = cursorOf(room.id);
+  if (newest == null || newest <= cursor.sentSeq || cursor.timer) return;
+  if (cursor.cursorKnown && newest <= (cursor.lastReadSeq ?? 0)) return;
+  const wait = cursor.sentAt + READ_SEND_MS - Date.now();
+  if (wait <= 0) return sendRead(room);
+  cursor.timer = setTimeout(() => {
+    cursor.timer = null;
+    if (state.room === room) markRead(room);
+  }, wait);
+}
+
+function sendRead(room) {
+  const client = state.client;
+  if (!client || !state.connected) return;
+  const cursor = cursorOf(room.id);
+  const seq = room.timeline.newest;
+  cursor.sentSeq = seq;
+  cursor.sentAt = Date.now();
+  state.receiptCounter += 1;
+  client.publish({
+    destination: "/app/chat.read",
+    headers: { receipt: `read-${state.receiptCounter}`, "content-type": "application/json" },
+    body: JSON.stringify({ chatRoomId: room.id, seq }),
+  });
+  // Read here and now: the badge goes without waiting for the server's event.
+  noteReadSeq(room.id, seq);
 }
 
 async function loadRooms(first) {
@@ -544,6 +701,7 @@ async function openRoom(roomId, restart = false) {
   }
   room.ready = true;
   if (state.connected) subscribeRoom(room);
+  markRead(room);
   $("message-input").focus();
   fillViewport(room);
 }
@@ -570,6 +728,7 @@ function subscribeRoom(room) {
       // Their message is here: they are done typing it.
       if (message.senderId != null) dropTyper(room, String(message.senderId));
       if (stick) scrollToBottom();
+      markRead(room);
     },
     {
       id: room.receipt,
@@ -745,6 +904,7 @@ function messageElement(message) {
 function addMessage(room, message) {
   const index = room.timeline.insert(message);
   if (index < 0) return;
+  noteRoomSeq(room.id, message.seq);
   const list = $("message-list");
   const node = messageElement(message);
   list.insertBefore(node, list.children[index] || null);
@@ -934,7 +1094,10 @@ function wire() {
     if ($("scroller").scrollTop < 80) loadOlder();
   });
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden) pollRooms();
+    if (!document.hidden) {
+      pollRooms();
+      markRead(state.room);
+    }
   });
 }
 

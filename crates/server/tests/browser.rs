@@ -5,7 +5,9 @@
 //! connection resumes without a gap or a duplicate; in jwt mode (web/tests/browser-jwt.mjs)
 //! the page signs in with a token and sends as its user; web/tests/browser-presence.mjs:
 //! alice, bob and carol see each other in the room's member list, alice sees "bob is
-//! typing…", and the list drops whoever closes the page; without WebSocket in the browser
+//! typing…", and the list drops whoever closes the page; web/tests/browser-unread.mjs: bob's
+//! messages show as an unread badge on both of alice's pages, and reading them on one clears
+//! the badge on the other (`/app/chat.read`, `/user/queue/read`); without WebSocket in the browser
 //! (web/tests/browser-sockjs.mjs) it chats over SockJS's HTTP transports. On two real
 //! instances behind nginx
 //! (web/tests/browser-cluster.mjs), bob's page loses its instance to SIGTERM and to SIGKILL
@@ -145,6 +147,21 @@ async fn the_page_shows_who_is_in_the_room_and_who_is_typing() {
     assert!(
         output.status.success(),
         "the presence browser test failed:\n{report}"
+    );
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_badges_follow_the_read_cursor_on_all_of_a_users_pages() {
+    let chromium = chromium();
+    tokio::task::spawn_blocking(install_packages).await.unwrap();
+    let app = support::spawn_app().await;
+    let args = vec!["tests/browser-unread.mjs".to_owned(), app.http("")];
+    let output = node(args, &[("CHROMIUM", &chromium)]).await;
+    let report = report(&output);
+    assert!(
+        output.status.success(),
+        "the unread browser test failed:\n{report}"
     );
     assert!(report.contains(" passed, 0 failed"), "{report}");
 }
