@@ -135,6 +135,10 @@ async fn a_socketio_run_delivers_every_message_once_and_counts_acks_as_receipts(
         "--progress",
         "0",
         "--receipts",
+        // Latency is the benchmarks' business: on a shared 2-core machine a busy moment
+        // makes any limit flaky, so the verdict here is about what arrived, not how fast.
+        "--p99-limit-ms",
+        "60000",
     ])
     .unwrap();
 
