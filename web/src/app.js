@@ -24,7 +24,7 @@ const TYPING_SHOW_MS = 3000;
 /** At most one read-cursor SEND per room this often (later ones are coalesced). */
 const READ_SEND_MS = 1000;
 /** How often the rooms' lastSeq is asked for, for the unread badges of rooms not open. */
-const ACTIVITY_POLL_MS = 3000;
+const ACTIVITY_POLL_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 
