@@ -662,24 +662,12 @@ pub(crate) async fn my_rooms(
     };
     match state.service.my_rooms(&caller, user, query).await {
         Ok(rooms) => {
-            let next = (rooms.len() >= query.limit.get() as usize)
-                .then(|| rooms.last().map(|mine| mine.room.id))
-                .flatten();
+            let last = rooms.last().map(|mine| mine.room.id);
             let body: Vec<MyRoomBody> = rooms.into_iter().map(MyRoomBody::from).collect();
-            let mut response = json(StatusCode::OK, &body);
-            if let Some(last) = next {
-                let user_part = named.map_or_else(String::new, |user| format!("&userId={user}"));
-                let link = format!(
-                    "</api/me/rooms?afterId={last}&limit={}{user_part}>; rel=\"next\"",
-                    query.limit.get()
-                );
-                if let Ok(value) = warp::http::HeaderValue::from_str(&link) {
-                    response
-                        .headers_mut()
-                        .insert(warp::http::header::LINK, value);
-                }
-            }
-            response
+            let user_part = named.map_or_else(String::new, |user| format!("&userId={user}"));
+            keyset_page(&body, last, query, |after, limit| {
+                format!("/api/me/rooms?afterId={after}&limit={limit}{user_part}")
+            })
         }
         Err(error) => problem::from_chat_error(&error),
     }
@@ -688,16 +676,25 @@ pub(crate) async fn my_rooms(
 /// The page as a JSON array (what the seed's front end reads), with a `Link` to the next
 /// page when this one is full.
 fn room_page(rooms: Vec<Room>, query: RoomListQuery) -> Response {
-    let next = (rooms.len() >= query.limit.get() as usize)
-        .then(|| rooms.last().map(|room| room.id))
-        .flatten();
+    let last = rooms.last().map(|room| room.id);
     let body: Vec<RoomBody> = rooms.into_iter().map(RoomBody::from).collect();
+    keyset_page(&body, last, query, |after, limit| {
+        format!("/api/chatrooms?afterId={after}&limit={limit}")
+    })
+}
+
+/// One page of a list keyed by room id, as a JSON array; a full page carries a `Link`
+/// header (`rel="next"`) to the URL `next(last id, limit)`.
+fn keyset_page<T: Serialize>(
+    body: &[T],
+    last: Option<RoomId>,
+    query: RoomListQuery,
+    next: impl FnOnce(RoomId, u32) -> String,
+) -> Response {
     let mut response = json(StatusCode::OK, &body);
-    if let Some(last) = next {
-        let link = format!(
-            "</api/chatrooms?afterId={last}&limit={}>; rel=\"next\"",
-            query.limit.get()
-        );
+    let limit = query.limit.get();
+    if let Some(last) = last.filter(|_| body.len() >= limit as usize) {
+        let link = format!("<{}>; rel=\"next\"", next(last, limit));
         if let Ok(value) = warp::http::HeaderValue::from_str(&link) {
             response
                 .headers_mut()
