@@ -64,6 +64,10 @@ pub(crate) struct Metrics {
     pub(crate) presence_instances: Gauge,
     /// (room, user) presence entries held, of every instance.
     pub(crate) presence_entries: Gauge,
+    pub(crate) presence_instances_expired: Counter,
+    pub(crate) presence_resyncs_requested: Counter,
+    /// Entries an instance claimed beyond what a real one holds (forged gossip).
+    pub(crate) presence_entries_refused: Counter,
     /// Joins and leaves this instance's presence saw (all rooms, watched or not).
     pub(crate) presence_joins: Counter,
     pub(crate) presence_leaves: Counter,
@@ -113,6 +117,9 @@ impl Metrics {
             presence_gossip_dropped: Counter::default(),
             presence_instances: Gauge::default(),
             presence_entries: Gauge::default(),
+            presence_instances_expired: Counter::default(),
+            presence_resyncs_requested: Counter::default(),
+            presence_entries_refused: Counter::default(),
             presence_joins: Counter::default(),
             presence_leaves: Counter::default(),
             typing_sent: Counter::default(),
@@ -199,6 +206,21 @@ impl Metrics {
             "chat_presence_entries",
             "Presence entries (a user in a room through an instance) this instance holds, for every instance: about 100 bytes each",
             metrics.presence_entries.clone(),
+        );
+        r.register(
+            "chat_presence_instances_expired",
+            "Instances forgotten after CHAT_PRESENCE_TIMEOUT_MS of silence (crashed, or cut off from Redis); their users left",
+            metrics.presence_instances_expired.clone(),
+        );
+        r.register(
+            "chat_presence_resyncs_requested",
+            "Whole presence states this instance asked for (a change it missed, a new instance, a bus interruption)",
+            metrics.presence_resyncs_requested.clone(),
+        );
+        r.register(
+            "chat_presence_entries_refused",
+            "Presence entries ignored because an instance claimed more than a real one holds (forged gossip)",
+            metrics.presence_entries_refused.clone(),
         );
         r.register(
             "chat_presence_joins",

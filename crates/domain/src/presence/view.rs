@@ -174,12 +174,6 @@ impl Presence {
         presence
     }
 
-    /// This instance's id.
-    #[must_use]
-    pub fn instance(&self) -> InstanceId {
-        self.me
-    }
-
     // --- inputs ----------------------------------------------------------------------
 
     /// One more local connection of `user` is in `room`.

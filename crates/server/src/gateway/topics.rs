@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chat_domain::{
     ControlEvent, InstanceId, MessageBus, Presence, PresenceConfig, PresenceOutput, PresenceSignal,
-    RoomId, SenderId, Seq,
+    PresenceStats, RoomId, SenderId,
 };
 use chat_session::{Member, Topic, destination};
 use chat_stomp::PreparedMessage;
@@ -47,6 +47,8 @@ struct Watcher {
 struct State {
     presence: Presence,
     watchers: HashMap<Topic, HashMap<ConnectionId, Watcher>>,
+    /// Presence's counters as last handed to the metrics.
+    reported: PresenceStats,
 }
 
 /// Presence, typing and per-user queues of one instance.
@@ -89,6 +91,7 @@ impl Topics {
             state: Mutex::new(State {
                 presence: Presence::new(me, PresenceConfig::with_timeout(timeout), now()),
                 watchers: HashMap::new(),
+                reported: PresenceStats::default(),
             }),
             gossip,
             typing_sent: typing_limiter(),
@@ -222,19 +225,29 @@ impl Topics {
                 {
                     return;
                 }
-                let body = serde_json::json!({
-                    "chatRoomId": chat_room_id,
-                    "userId": user_id,
-                    "nickname": nickname,
-                });
-                let prepared = self.prepare(&destination::typing(*chat_room_id), &body);
-                self.fan_out(&self.state(), Topic::Typing(*chat_room_id), &prepared);
+                self.deliver(
+                    &self.state(),
+                    Topic::Typing(*chat_room_id),
+                    &destination::typing(*chat_room_id),
+                    || {
+                        serde_json::json!({
+                            "chatRoomId": chat_room_id,
+                            "userId": user_id,
+                            "nickname": nickname,
+                        })
+                    },
+                );
             }
             ControlEvent::ReadCursor {
                 chat_room_id,
                 user_id,
                 last_read_seq,
-            } => self.read_cursor(*chat_room_id, *user_id, *last_read_seq),
+            } => self.deliver(
+                &self.state(),
+                Topic::Reads(*user_id),
+                destination::READ_QUEUE,
+                || serde_json::json!({"chatRoomId": chat_room_id, "lastReadSeq": last_read_seq}),
+            ),
             ControlEvent::MemberRemoved { .. } => {}
         }
     }
@@ -244,15 +257,6 @@ impl Topics {
         let mut state = self.state();
         state.presence.handle_bus_gap(now());
         self.settle(&mut state);
-    }
-
-    fn read_cursor(&self, room: RoomId, user: SenderId, last_read_seq: Seq) {
-        let body = serde_json::json!({
-            "chatRoomId": room,
-            "lastReadSeq": last_read_seq,
-        });
-        let prepared = self.prepare(destination::READ_QUEUE, &body);
-        self.fan_out(&self.state(), Topic::Reads(user), &prepared);
     }
 
     // --- internals -------------------------------------------------------------------
@@ -279,6 +283,16 @@ impl Topics {
             }
         }
         let stats = state.presence.stats();
+        let reported = std::mem::replace(&mut state.reported, stats);
+        self.metrics
+            .presence_instances_expired
+            .inc_by(stats.instances_expired - reported.instances_expired);
+        self.metrics
+            .presence_resyncs_requested
+            .inc_by(stats.resyncs_requested - reported.resyncs_requested);
+        self.metrics
+            .presence_entries_refused
+            .inc_by(stats.entries_refused - reported.entries_refused);
         self.metrics
             .presence_instances
             .set(i64::try_from(stats.instances).unwrap_or(i64::MAX));
@@ -292,24 +306,34 @@ impl Topics {
             "join" => self.metrics.presence_joins.inc(),
             _ => self.metrics.presence_leaves.inc(),
         };
-        let topic = Topic::Presence(room);
-        if !state.watchers.contains_key(&topic) {
-            return;
-        }
-        let body = serde_json::json!({
-            "type": kind,
-            "chatRoomId": room,
-            "userId": user,
-            "nickname": nickname,
-        });
-        let prepared = self.prepare(&destination::presence(room), &body);
-        self.fan_out(state, topic, &prepared);
+        self.deliver(
+            state,
+            Topic::Presence(room),
+            &destination::presence(room),
+            || {
+                serde_json::json!({
+                    "type": kind,
+                    "chatRoomId": room,
+                    "userId": user,
+                    "nickname": nickname,
+                })
+            },
+        );
     }
 
-    fn fan_out(&self, state: &State, topic: Topic, prepared: &Arc<PreparedMessage>) {
+    /// One MESSAGE to every subscription on `topic`, encoded once; nothing is encoded when
+    /// nobody watches.
+    fn deliver(
+        &self,
+        state: &State,
+        topic: Topic,
+        destination: &str,
+        body: impl FnOnce() -> serde_json::Value,
+    ) {
         let Some(watchers) = state.watchers.get(&topic) else {
             return;
         };
+        let prepared = self.prepare(destination, &body());
         for watcher in watchers.values() {
             for id in &watcher.subscriptions {
                 watcher.outbox.deliver(Outbound {
