@@ -105,6 +105,24 @@ async fn expect_app_error(client: &mut StompClient, code: &str) -> Value {
     body
 }
 
+/// The answers to `count` SENDs: RECEIPTs, and `RATE_LIMITED` errors (nothing else).
+async fn receipts_and_rate_limits(client: &mut StompClient, count: usize) -> (usize, usize) {
+    let (mut receipts, mut limited) = (0, 0);
+    for _ in 0..count {
+        let frame = client.next_frame().await;
+        match frame.command {
+            Command::Receipt => receipts += 1,
+            Command::Message => {
+                let body: Value = serde_json::from_slice(&frame.body).unwrap();
+                assert_eq!(body["code"], "RATE_LIMITED", "{body}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (receipts, limited)
+}
+
 async fn metric(app: &TestApp, name: &str) -> f64 {
     support::metric_at(&app.http("/metrics"), name).await
 }
@@ -405,19 +423,7 @@ async fn five_hundred_sends_in_one_websocket_message_are_rate_limited() {
         chat_stomp::encode(&frame, &mut burst);
     }
     client.send_raw(burst).await;
-    let (mut receipts, mut limited) = (0, 0);
-    for _ in 0..500 {
-        let frame = client.next_frame().await;
-        match frame.command {
-            Command::Receipt => receipts += 1,
-            Command::Message => {
-                let body: Value = serde_json::from_slice(&frame.body).unwrap();
-                assert_eq!(body["code"], "RATE_LIMITED", "{body}");
-                limited += 1;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (receipts, limited) = receipts_and_rate_limits(&mut client, 500).await;
     assert!(
         (5..=7).contains(&receipts),
         "{receipts} stored (burst 5, 5/s)"
@@ -460,19 +466,7 @@ async fn typing_and_read_floods_count_against_the_send_rate() {
         chat_stomp::encode(&send, &mut burst);
     }
     client.send_raw(burst).await;
-    let (mut receipts, mut limited) = (0, 0);
-    for _ in 0..100 {
-        let frame = client.next_frame().await;
-        match frame.command {
-            Command::Receipt => receipts += 1,
-            Command::Message => {
-                let body: Value = serde_json::from_slice(&frame.body).unwrap();
-                assert_eq!(body["code"], "RATE_LIMITED", "{body}");
-                limited += 1;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (receipts, limited) = receipts_and_rate_limits(&mut client, 100).await;
     assert!(
         (5..=7).contains(&receipts),
         "{receipts} done (burst 5, 5/s)"
