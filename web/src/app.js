@@ -1118,7 +1118,10 @@ async function main() {
   } catch {
     // No storage: start empty.
   }
+  // Signing in waits for the answer: a sign-in before it would be undone by showLogin below,
+  // and would not know whether to send a token.
   applyMode(await detectMode());
+  $("login-submit").disabled = false;
   // The same page opened again with a new #token= does not reload: listen for it.
   window.addEventListener("hashchange", signInFromFragment);
   if (!signInFromFragment()) showLogin();

@@ -42,6 +42,31 @@ await check("the page says open mode is not secure, and every input has a label"
   }
 });
 
+await check("signing in waits until the page knows how the server signs people in", async () => {
+  // The page first asks the server whether it wants a token. A sign-in before that answer
+  // used to show the rooms and then be hidden again by the sign-in form (on a busy machine).
+  const early = await person("early", base);
+  let answer;
+  const asked = new Promise((resolve) => (answer = resolve));
+  await early.page.route(
+    (url) => url.pathname === "/api/chatrooms" && url.search === "?limit=1",
+    async (route) => {
+      await asked;
+      await route.continue();
+    },
+  );
+  await early.page.goto(early.base);
+  await early.page.getByLabel("Nickname").fill("early");
+  await early.page.getByLabel("Nickname").press("Enter");
+  assert.equal(await early.page.locator(tid("login-submit")).isDisabled(), true, "no sign-in before the answer");
+  assert.equal(await early.page.locator("#chat").isVisible(), false);
+  answer();
+  await signIn(early);
+  await early.page.locator("aside.rooms").waitFor({ timeout: WAIT });
+  assert.equal(await early.page.locator("#login").isVisible(), false, "the sign-in form is gone");
+  await early.context.close();
+});
+
 await check("alice signs in with a nickname and creates a room", async () => {
   await signIn(alice);
   const status = await alice.page.locator(tid("connection-status")).textContent();
