@@ -142,6 +142,6 @@ mod tests {
 
     #[test]
     fn the_embedded_migrations_have_a_version() {
-        assert_eq!(newest_known_version(), "20261204000000");
+        assert_eq!(newest_known_version(), "20261205000000");
     }
 }

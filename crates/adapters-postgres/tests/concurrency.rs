@@ -1,6 +1,7 @@
 //! Gap-free per-room seq under concurrent writers: many tasks on one pool, two pools
 //! modelling two replicas, batches mixing good and bad messages, and a failed transaction
-//! that must give its seqs back.
+//! that must give its seqs back. And a message never points at a room that is not there:
+//! the append takes the seq from the room's row, and a room with messages cannot be deleted.
 
 mod support;
 
@@ -151,6 +152,39 @@ async fn an_unknown_room_in_a_batch_does_not_fail_the_other_rooms_messages() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, one_to(150));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_with_messages_cannot_be_deleted_and_an_empty_one_can() {
+    let fixture = Fixture::new().await;
+    let repository = fixture.repository.as_ref();
+    let used = room(repository, "used").await;
+    let empty = room(repository, "empty").await;
+    repository.append(message(used, "keep me")).await.unwrap();
+    let admin = admin_client(fixture.database.url()).await;
+
+    let refused = admin
+        .execute("DELETE FROM chat_rooms WHERE id = $1", &[&used.get()])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION),
+        "{refused}"
+    );
+    let deleted = admin
+        .execute("DELETE FROM chat_rooms WHERE id = $1", &[&empty.get()])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(stored_seqs(repository, used).await, vec![1]);
+    assert_eq!(
+        repository
+            .append(message(empty, "too late"))
+            .await
+            .unwrap_err(),
+        RepositoryError::UnknownRoom(empty)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
