@@ -1,8 +1,8 @@
 //! One group-commit writer's own session, and the batch path that costs one round trip:
-//! `BEGIN`, one statement that locks the batch's rooms, looks up its idempotency keys,
-//! reserves the seqs and inserts the rows, and `COMMIT`, written together (pipelined) and
-//! answered once the `COMMIT` is. A batch of one message, the usual batch at low load, has
-//! a statement of its own that costs about half as much to run.
+//! one statement that locks the batch's rooms, looks up its idempotency keys, reserves the
+//! seqs and inserts the rows, in its own implicit transaction, answered once that
+//! transaction has committed. A batch of one message, the usual batch at low load, has a
+//! statement of its own that costs about half as much to run.
 //!
 //! Message ids are drawn from the table's sequence ahead of time, so a batch whose answer
 //! was lost (connection cut, deadline passed) can be looked for by id. Before looking, the
@@ -11,7 +11,8 @@
 //! "not stored", and what was not stored is simply sent again on the new session.
 //!
 //! The rest of the adapter goes through diesel; this path uses tokio-postgres directly
-//! because it needs the three requests written before the first answer is read.
+//! for its own session (fenced by process id) and for when it hands the rows over: after
+//! the server's `ReadyForQuery`, which comes only once the commit is flushed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -511,9 +512,11 @@ impl Session {
             })
     }
 
-    /// BEGIN, the append statement and COMMIT, written before any answer is read; the
-    /// rows count once the COMMIT is answered, which with `synchronous_commit=on` means
-    /// flushed.
+    /// The append statement, outside any explicit transaction: PostgreSQL runs it in an
+    /// implicit one that commits at the request's `Sync`, and answers `ReadyForQuery` only
+    /// after that commit (flushed, with `synchronous_commit=on`). `Client::query` returns
+    /// at `ReadyForQuery`, not at the statement's `CommandComplete`, and a failure of the
+    /// commit itself arrives before it as an error: rows returned here are committed.
     async fn append(&self, columns: &Columns<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
         type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
         let params: [Param<'_>; 7];
@@ -541,11 +544,7 @@ impl Session {
             ];
             &self.append
         };
-        let begin = self.client.batch_execute("BEGIN");
-        let append = self.client.query(statement, &params);
-        let commit = self.client.batch_execute("COMMIT");
-        let ((), rows, ()) = tokio::try_join!(begin, append, commit)?;
-        Ok(rows)
+        self.client.query(statement, &params).await
     }
 }
 

@@ -4,8 +4,10 @@
 //! (`OutcomeUnknown`), and a retry with the same idempotency key stores nothing twice.
 //!
 //! A small TCP proxy between the pool and the real server cuts the client side of a
-//! connection right after forwarding its COMMIT (the server side stays open a moment, so
-//! the server commits as it would when a network drops the reply).
+//! connection right after forwarding what commits (the server side stays open a moment, so
+//! the server commits as it would when a network drops the reply): an explicit COMMIT, or
+//! the writer's append statement, which commits on its own. The proxy tells that statement
+//! by the message it carries: the messages these tests cut contain [`COMMITS`].
 
 mod support;
 
@@ -39,6 +41,16 @@ struct Faults {
     /// Stop forwarding on every connection (a frozen network) once a COMMIT was cut.
     freeze_after_cut: AtomicBool,
     frozen: AtomicBool,
+}
+
+/// In the content of a message whose append statement the proxy treats as a COMMIT (the
+/// writer's statement runs in an implicit transaction that commits at its `Sync`).
+const COMMITS: &str = "[commits]";
+
+/// Whether a chunk from the client commits a transaction when the server has it.
+fn commits(chunk: &[u8]) -> bool {
+    let marked = COMMITS.as_bytes();
+    chunk.windows(7).any(|w| w == b"COMMIT\0") || chunk.windows(marked.len()).any(|w| w == marked)
 }
 
 /// What the adapter's look for a batch by id contains on the wire.
@@ -100,7 +112,7 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
         while faults.frozen.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let is_commit = buffer[..n].windows(7).any(|w| w == b"COMMIT\0");
+        let is_commit = commits(&buffer[..n]);
         if is_commit && faults.hold_next_commit.swap(false, Ordering::SeqCst) {
             to_client.abort();
             *faults.held.lock().unwrap() = Some((server_write, buffer[..n].to_vec()));
@@ -162,7 +174,9 @@ async fn a_commit_whose_reply_is_lost_is_reported_as_stored_when_it_was() {
     let target = room(&repository, "cut").await;
 
     faults.cut_next_commit.store(true, Ordering::SeqCst);
-    let appended = repository.append(message(target, "committed blind")).await;
+    let appended = repository
+        .append(message(target, "committed blind [commits]"))
+        .await;
 
     let stored = appended.expect("the COMMIT went through, so the message is stored");
     assert_eq!(stored.seq, Seq(1));
@@ -186,7 +200,7 @@ async fn when_the_outcome_cannot_be_checked_it_is_unknown_and_a_keyed_retry_stor
     faults.freeze_after_cut.store(true, Ordering::SeqCst);
     faults.cut_next_commit.store(true, Ordering::SeqCst);
     let appended = repository
-        .append(message(target, "maybe").with_idempotency_key(key()))
+        .append(message(target, "maybe [commits]").with_idempotency_key(key()))
         .await;
     assert!(
         matches!(appended, Err(RepositoryError::OutcomeUnknown(_))),
@@ -195,7 +209,7 @@ async fn when_the_outcome_cannot_be_checked_it_is_unknown_and_a_keyed_retry_stor
 
     faults.frozen.store(false, Ordering::SeqCst);
     let retried = repository
-        .append(message(target, "maybe").with_idempotency_key(key()))
+        .append(message(target, "maybe [commits]").with_idempotency_key(key()))
         .await
         .expect("the retry succeeds once the database answers");
     assert_eq!(retried.seq, Seq(1));
@@ -209,7 +223,7 @@ async fn a_batch_stuck_in_the_network_cannot_commit_after_it_was_looked_for() {
     let target = room(&repository, "held").await;
 
     faults.hold_next_commit.store(true, Ordering::SeqCst);
-    let appended = repository.append(message(target, "late")).await;
+    let appended = repository.append(message(target, "late [commits]")).await;
     assert!(
         !faults.hold_next_commit.load(Ordering::SeqCst),
         "the proxy really held a batch back"
@@ -224,4 +238,43 @@ async fn a_batch_stuck_in_the_network_cannot_commit_after_it_was_looked_for() {
         1,
         "the batch that arrived late was not stored a second time"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_is_answered_only_once_its_commit_succeeded() {
+    let database = fresh_database().await;
+    let repository = PostgresRepository::connect(PostgresConfig::new(database.url()))
+        .await
+        .unwrap();
+    let target = room(&repository, "refused at commit").await;
+    // A deferred constraint trigger fails the transaction at its commit, after the statement
+    // has run and sent its rows: answering from those rows would report a message stored
+    // that is not.
+    let admin = chat_test_support::postgres::admin_client(database.url())
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.content LIKE '%refuse me%' THEN
+                     RAISE EXCEPTION 'refused at commit';
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON chat_messages
+                 DEFERRABLE INITIALLY DEFERRED
+                 FOR EACH ROW EXECUTE FUNCTION refuse_at_commit();",
+        )
+        .await
+        .unwrap();
+
+    let refused = repository.append(message(target, "refuse me")).await;
+    assert!(
+        matches!(refused, Err(RepositoryError::Unavailable(_))),
+        "a failed commit is a failed append: {refused:?}"
+    );
+    assert_eq!(stored_count(&repository, target).await, 0);
+    let next = repository.append(message(target, "fine")).await.unwrap();
+    assert_eq!(next.seq, Seq(1), "the failed commit gave its seq back");
 }
